@@ -1,0 +1,1 @@
+"""The `cloudft` command line (click + rich). Subcommands load lazily: see main.py."""

@@ -1,0 +1,266 @@
+"""Core commands: init, validate, schema, plan, submit, runs, status, logs, stop, artifacts, report."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from ..errors import CloudftError
+from .output import console, print_json
+
+PROVIDER = click.option("--provider", "-p", type=click.Choice(["local", "aws", "azure"]), default="local",
+                        show_default=True, help="Where the job runs.")
+STACK = click.option("--stack", default=None, help="Read cloud settings from this Pulumi stack's outputs.")
+
+
+def _load(spec_path: str, provider: Optional[str] = None, stack: Optional[str] = None):
+    from ..providers import get_provider
+    from ..spec import load_spec
+
+    spec = load_spec(spec_path)
+    prov = get_provider(provider) if provider else None
+    if prov is not None:
+        if stack:
+            setattr(prov, "stack", stack)
+        prov.validate(spec)
+    return spec, prov
+
+
+def _plan(spec, prov):
+    from ..plan import build_plan
+
+    return build_plan(spec, prov.name, locate=prov.locate)
+
+
+@click.command("init")
+@click.argument("path", type=click.Path(dir_okay=False), default="cloudft.yaml")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init_cmd(path: str, force: bool) -> None:
+    """Write a commented starter job spec to PATH (default: cloudft.yaml)."""
+    from importlib.resources import files
+
+    target = Path(path)
+    if target.exists() and not force:
+        raise CloudftError(f"{path} already exists", hint="choose another path or pass --force")
+    target.write_text(files("cloudft").joinpath("starter.yaml").read_text())
+    console().print(f"wrote [bold]{path}[/]; next: [cyan]cloudft validate {path}[/]")
+
+
+@click.command("validate")
+@click.argument("specs", nargs=-1, required=True, type=click.Path())
+@click.option("--provider", "-p", type=click.Choice(["local", "aws", "azure"]), default=None,
+              help="Also check that provider's section of the spec.")
+def validate_cmd(specs: tuple[str, ...], provider: Optional[str]) -> None:
+    """Check job specs: types, unknown keys, missing fields, each reported with file:line:col."""
+    from ..errors import SpecError
+
+    failed: list[SpecError] = []
+    for path in specs:
+        try:
+            spec, _ = _load(path, provider)
+        except SpecError as exc:
+            failed.append(exc)
+            continue
+        stages = " → ".join(s.method for s in spec.stage_list())
+        console().print(f"[green]ok[/] {path}: {spec.name} ({stages}, peft={spec.peft.type})")
+    if failed:
+        problems = [p for exc in failed for p in exc.problems]
+        raise SpecError(problems)
+
+
+@click.command("schema")
+@click.option("--run-config", is_flag=True, help="Print the run-config schema (train_entry's input) instead.")
+def schema_cmd(run_config: bool) -> None:
+    """Print the JSON Schema of the job spec (point yaml-language-server at it for completion)."""
+    if run_config:
+        from train_entry.config import dump_schema
+
+        print_json(dump_schema())
+    else:
+        from ..spec import json_schema
+
+        print_json(json_schema())
+
+
+@click.command("plan")
+@click.argument("specs", nargs=-1, required=True, type=click.Path())
+@PROVIDER
+@STACK
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object (a list for several specs).")
+def plan_cmd(specs: tuple[str, ...], provider: str, stack: Optional[str], as_json: bool) -> None:
+    """Resolve specs into plans: run configs, data, outputs, and (when known) memory, instance and cost."""
+    plans = []
+    for path in specs:
+        spec, prov = _load(path, provider, stack)
+        plans.append(_plan(spec, prov))
+    if as_json:
+        dicts = [p.to_dict() for p in plans]
+        print_json(dicts[0] if len(dicts) == 1 else dicts)
+        return
+    from .output import render_plan
+
+    for p in plans:
+        render_plan(p)
+
+
+@click.command("submit")
+@click.argument("spec_path", metavar="SPEC", type=click.Path())
+@PROVIDER
+@STACK
+@click.option("--detach", "-d", is_flag=True, help="Return once the job has started (follow later with logs -f).")
+@click.option("--dry-run", is_flag=True, help="Show what would be sent/written; start nothing.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="With --dry-run: write generated job files here (azure).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--force", is_flag=True, help="Submit even if the plan is over the spec's budget.")
+def submit_cmd(spec_path: str, provider: str, stack: Optional[str], detach: bool, dry_run: bool,
+               out_dir: Optional[str], as_json: bool, force: bool) -> None:
+    """Validate SPEC, check its data and budget, and start it on the provider."""
+    from ..plan import check_before_submit
+
+    spec, prov = _load(spec_path, provider, stack)
+    plan = _plan(spec, prov)
+    check_before_submit(plan, force=force)
+    if dry_run:
+        result = prov.submit(plan, dry_run=True, out_dir=out_dir)
+        if as_json:
+            print_json(result)
+        else:
+            from .output import render_dry_run
+
+            render_dry_run(prov.name, result)
+        return
+    rec = prov.submit(plan)
+    if as_json and detach:
+        print_json({"run_id": rec.run_id, "provider": rec.provider, "status": rec.status,
+                    "external_id": rec.external_id, "run_dir": rec.run_dir})
+        return
+    console().print(f"submitted [bold]{rec.run_id}[/] on {prov.name}")
+    if detach:
+        console().print(f"follow with: [cyan]cloudft logs {rec.run_id} --follow[/]")
+        return
+    from .follow import follow_run
+
+    rec = follow_run(prov, rec)
+    _print_outcome(prov, rec)
+    if rec.status != "completed":
+        raise SystemExit(1)
+
+
+def _print_outcome(prov, rec) -> None:
+    out = console()
+    colour = "green" if rec.status == "completed" else "red"
+    out.print(f"[{colour}]{rec.status}[/] {rec.run_id}")
+    if rec.provider != "local":
+        return
+    run_dir = Path(rec.run_dir or ".")
+    for stage in rec.meta.get("stages", []):
+        o = run_dir / stage / "output"
+        if (o / "metrics.json").exists():
+            out.print(f"  stage {stage}")
+            out.print(f"    adapter:  {o}")
+            out.print(f"    metrics:  {o / 'metrics.json'}")
+            if (o / "report.md").exists():
+                out.print(f"    report:   {o / 'report.md'}")
+    out.print(f"  log:        {run_dir / 'log.txt'}")
+
+
+def _record(run_id: str):
+    from ..providers import get_provider
+    from ..registry import Registry
+
+    rec = Registry().get(run_id)
+    prov = get_provider(rec.provider)
+    return prov, prov.status(rec)
+
+
+@click.command("runs")
+@click.option("--provider", "-p", default=None, help="Only this provider's runs.")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def runs_cmd(provider: Optional[str], limit: int, as_json: bool) -> None:
+    """List recent runs (newest first)."""
+    from ..registry import Registry
+
+    recs = Registry().list(limit=limit, provider=provider)
+    if as_json:
+        print_json([r.__dict__ for r in recs])
+        return
+    from rich.table import Table
+
+    table = Table("run", "provider", "status", "started", "stages")
+    for r in recs:
+        table.add_row(r.run_id, r.provider, r.status, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
+                      " → ".join(r.meta.get("stages", [])))
+    console().print(table)
+
+
+@click.command("status")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+def status_cmd(run_id: str, as_json: bool) -> None:
+    """Show RUN's status (refreshed from its provider)."""
+    _, rec = _record(run_id)
+    if as_json:
+        print_json(rec.__dict__)
+        return
+    out = console()
+    out.print(f"[bold]{rec.run_id}[/]  {rec.provider}  [bold]{rec.status}[/]")
+    if rec.external_id:
+        out.print(f"  job:       {rec.external_id}")
+    if rec.exit_code is not None:
+        out.print(f"  exit code: {rec.exit_code}")
+    for key, value in rec.meta.items():
+        if key not in ("stages",):
+            out.print(f"  {key}: {value}")
+
+
+@click.command("logs")
+@click.argument("run_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the run ends.")
+def logs_cmd(run_id: str, follow: bool) -> None:
+    """Print RUN's log."""
+    prov, rec = _record(run_id)
+    for line in prov.logs(rec, follow=follow):
+        click.echo(line)
+
+
+@click.command("stop")
+@click.argument("run_id")
+def stop_cmd(run_id: str) -> None:
+    """Stop RUN. Training checkpoints before it exits, so a later submit resumes."""
+    prov, rec = _record(run_id)
+    rec = prov.stop(rec)
+    console().print(f"{rec.run_id}: {rec.status}")
+
+
+@click.command("artifacts")
+@click.argument("run_id")
+@click.option("--dest", type=click.Path(file_okay=False), default=None, help="Download into this directory.")
+def artifacts_cmd(run_id: str, dest: Optional[str]) -> None:
+    """Show (local) or download (cloud) RUN's outputs: adapter, metrics, report."""
+    prov, rec = _record(run_id)
+    path = prov.artifacts(rec, Path(dest) if dest else None)
+    console().print(str(path))
+
+
+@click.command("report")
+@click.argument("run_id")
+def report_cmd(run_id: str) -> None:
+    """Print where RUN's evaluation report is, and its headline numbers."""
+    prov, rec = _record(run_id)
+    out_dir = prov.artifacts(rec)
+    report = Path(out_dir) / "report.md"
+    if not report.exists():
+        raise CloudftError(f"no report in {out_dir}", hint="reports are written when a run completes")
+    console().print(str(report))
+    metrics = Path(out_dir) / "metrics.json"
+    if metrics.exists():
+        data = json.loads(metrics.read_text())
+        for key in ("train_loss", "eval_loss_base", "eval_loss", "perplexity_base", "perplexity"):
+            if key in data:
+                console().print(f"  {key}: {data[key]}")

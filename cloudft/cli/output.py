@@ -1,0 +1,71 @@
+"""Rendering helpers shared by the commands (rich console, JSON, plan tables)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..plan import Plan
+
+
+@lru_cache(maxsize=None)
+def console() -> "Console":
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """Print one JSON document on stdout (no rich markup, so it pipes into jq)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def render_plan(plan: "Plan") -> None:
+    """A plan as tables: stages, data, then any planner sections (memory, instance, cost)."""
+    from rich.table import Table
+
+    out = console()
+    spec = plan.spec
+    out.print(f"[bold]{spec.name}[/] on [bold]{plan.provider}[/]  run id {plan.run_id}")
+    table = Table("stage", "method", "peft", "train data", "output", title="stages", title_justify="left")
+    for st in plan.stages:
+        rc = st.run_config
+        output = st.locations.get("output_dir") or st.locations.get("output_uri") or "(provider layout)"
+        table.add_row(str(st.index), st.method, rc.peft.type, rc.data.train, output)
+    out.print(table)
+    t = spec.training
+    steps = f"max_steps={t.max_steps}" if t.max_steps > 0 else f"epochs={t.epochs:g}"
+    out.print(f"training: {steps} lr={t.learning_rate:g} batch={t.per_device_batch_size}x"
+              f"{t.gradient_accumulation_steps} max_length={t.max_length} precision={t.precision} "
+              f"packing={t.packing}")
+    for key, value in plan.extras.items():
+        section = Table(show_header=False, title=key, title_justify="left")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                section.add_row(str(k), _fmt(v))
+        else:
+            section.add_row(_fmt(value))
+        out.print(section)
+    for w in plan.warnings:
+        out.print(f"[yellow]warning:[/] {w}")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.2f}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, default=str)
+    return str(v)
+
+
+def render_dry_run(provider: str, requests: Any) -> None:
+    out = console()
+    out.print(f"[bold]dry run[/] ({provider}): nothing was started")
+    for item in requests if isinstance(requests, list) else [requests]:
+        out.print_json(json.dumps(item, default=str))

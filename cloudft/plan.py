@@ -1,0 +1,169 @@
+"""The plan: a spec resolved into what will run, independent of the provider's API.
+
+spec → Plan (run configs for train_entry, data locations, output/checkpoint locations, and the
+planner's `memory` / `instance` / `cost` estimates) → provider backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from train_entry.config import DataConfig, OutputsConfig, RunConfig, TrainingConfig
+
+from .spec import JobSpec, StageSpec
+
+
+@dataclass
+class StagePlan:
+    """One train_entry invocation."""
+
+    index: int
+    method: str
+    run_config: RunConfig
+    locations: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "method": self.method,
+            "locations": self.locations,
+            "run_config": self.run_config.model_dump(mode="json"),
+        }
+
+
+@dataclass
+class Plan:
+    """What `cloudft submit` will do. `extras` holds planner sections (memory, instance, cost)."""
+
+    spec: JobSpec
+    provider: str
+    run_id: str
+    stages: list[StagePlan]
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def multi_stage(self) -> bool:
+        return len(self.stages) > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.spec.name,
+            "provider": self.provider,
+            "run_id": self.run_id,
+            "spec": str(self.spec.source_path) if self.spec.source_path else None,
+            "base_model": self.spec.base_model,
+            "methods": [s.method for s in self.stages],
+            "data": self.data,
+            "compute": self.spec.compute.model_dump(mode="json"),
+            "budget": self.spec.budget.model_dump(mode="json"),
+            "stages": [s.to_dict() for s in self.stages],
+            "warnings": self.warnings,
+        }
+        out.update(self.extras)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str)
+
+
+def new_run_id(spec: JobSpec) -> str:
+    """A readable, unique id: NAME-YYYYmmdd-HHMMSS-xxxx."""
+    return f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def spec_digest(spec: JobSpec) -> str:
+    """Stable hash of the spec's content (not its file path)."""
+    body = spec.model_dump(mode="json")
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _stage_training(spec: JobSpec, stage: StageSpec) -> TrainingConfig:
+    if not stage.training:
+        return spec.training
+    merged = spec.training.model_dump()
+    merged.update(stage.training)
+    return TrainingConfig.model_validate(merged)
+
+
+def _stage_data(spec: JobSpec, stage: StageSpec) -> DataConfig:
+    return stage.data or spec.data
+
+
+# Modules that add sections to a plan (`fn(plan) -> None`, e.g. memory/instance/cost) and checks that
+# must pass before a submit (`fn(plan, force=bool) -> None`, raising CloudftError; `force` is `submit --force`). Listed as "module:function" and
+# imported when used; a module that is not part of this install is skipped.
+ANNOTATORS: tuple[str, ...] = ("cloudft.planner:annotate_plan",)
+PRE_SUBMIT_CHECKS: tuple[str, ...] = ("cloudft.data.check:check_plan", "cloudft.planner:check_budget")
+
+
+def _hooks(targets: tuple[str, ...]) -> list[Callable[["Plan"], None]]:
+    import importlib
+
+    found = []
+    for target in targets:
+        module, attr = target.split(":")
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue
+            raise
+        found.append(getattr(mod, attr))
+    return found
+
+
+def check_before_submit(plan: "Plan", force: bool = False) -> None:
+    """Run every pre-submit check (data validation, budget guard) before anything is started."""
+    for check in _hooks(PRE_SUBMIT_CHECKS):
+        check(plan, force=force)
+
+
+def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None,
+               locate: Optional[Callable[[JobSpec, str, int, StageSpec], dict[str, str]]] = None) -> Plan:
+    """Resolve `spec` into a Plan for `provider`.
+
+    `locate(spec, run_id, index, stage)` returns the stage's resolved locations (output, checkpoint,
+    data); providers pass their own. The run configs carry no provider-specific paths unless the
+    provider's locate says so (`output_dir`/`checkpoint_dir`/`data_dir`/`init_adapter` keys).
+    """
+    run_id = run_id or new_run_id(spec)
+    stages = spec.stage_list()
+    plans: list[StagePlan] = []
+    for i, stage in enumerate(stages):
+        locations = locate(spec, run_id, i, stage) if locate else {}
+        outputs = OutputsConfig(**{k: locations[k] for k in OutputsConfig.model_fields if k in locations})
+        data = _stage_data(spec, stage)
+        if "train" in locations or "validation" in locations:
+            data = data.model_copy(update={k: locations[k] for k in ("train", "validation") if k in locations})
+        rc = RunConfig(
+            name=spec.name,
+            run_id=run_id,
+            stage=i,
+            stage_count=len(stages),
+            base_model=spec.base_model,
+            method=stage.method,
+            peft=spec.peft,
+            data=data,
+            training=_stage_training(spec, stage),
+            tracking=spec.tracking,
+            eval=spec.eval,
+            export=spec.export,
+            outputs=outputs,
+            reward_model=locations.get("reward_model"),
+            env_secrets=sorted(spec.secrets),
+        )
+        plans.append(StagePlan(index=i, method=str(stage.method), run_config=rc, locations=locations))
+    plan = Plan(spec=spec, provider=provider, run_id=run_id, stages=plans)
+    for i, st in enumerate(plans):
+        d = st.run_config.data
+        plan.data[f"stage{i}"] = {"train": d.train, "validation": d.validation, "format": d.format}
+    for annotate in _hooks(ANNOTATORS):
+        annotate(plan)
+    return plan

@@ -1,0 +1,58 @@
+"""The interface every provider implements (local, aws, azure), like SkyPilot's one class per cloud."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Optional
+
+from ..errors import CloudftError
+
+if TYPE_CHECKING:  # keep imports light
+    from ..plan import Plan
+    from ..registry import RunRecord
+    from ..spec import JobSpec, StageSpec
+
+
+class Provider(ABC):
+    """A place where train_entry runs. Each method takes/returns provider-neutral objects."""
+
+    name: str = ""
+    #: the pip extra the provider needs (None: core only)
+    extra: Optional[str] = None
+
+    def validate(self, spec: "JobSpec") -> None:
+        """Check the provider's own section of the spec (raises SpecError). Must not call the cloud."""
+
+    def locate(self, spec: "JobSpec", run_id: str, index: int, stage: "StageSpec") -> dict[str, str]:
+        """Resolved locations for one stage: output, checkpoint and data. See plan.build_plan."""
+        return {}
+
+    @abstractmethod
+    def submit(self, plan: "Plan", *, dry_run: bool = False, **options: Any) -> "RunRecord | list[dict]":
+        """Start the plan. Returns the registry record (or, for dry runs, the requests it would send)."""
+
+    @abstractmethod
+    def status(self, run: "RunRecord") -> "RunRecord":
+        """Refresh the run's status from the backend and return the updated record."""
+
+    @abstractmethod
+    def logs(self, run: "RunRecord", follow: bool = False) -> Iterator[str]:
+        """Yield log lines (following until the run ends when `follow`)."""
+
+    @abstractmethod
+    def stop(self, run: "RunRecord") -> "RunRecord":
+        """Ask the run to stop (it checkpoints first where it can)."""
+
+    def artifacts(self, run: "RunRecord", dest: Optional[Path] = None) -> Path:
+        """Where the run's outputs are (downloading them first for cloud runs)."""
+        raise CloudftError(f"'artifacts' is not available for the {self.name} provider")
+
+    def deploy(self, run: "RunRecord", **options: Any) -> dict[str, Any]:
+        raise CloudftError(f"'deploy' is not available for the {self.name} provider")
+
+    def invoke(self, endpoint: str, prompt: str, **options: Any) -> str:
+        raise CloudftError(f"'invoke' is not available for the {self.name} provider")
+
+    def undeploy(self, endpoint: str, **options: Any) -> None:
+        raise CloudftError(f"'undeploy' is not available for the {self.name} provider")

@@ -1,0 +1,180 @@
+"""The local provider: train_entry in a subprocess on this machine. No account needed.
+
+Layout of a local run (under the spec's `outputs.dir`, default `runs/` beside the spec):
+
+    RUN_ID/
+      plan.json             the resolved plan
+      log.txt               everything the stages printed
+      0-sft/run.json        the run config train_entry reads
+      0-sft/output/         adapter, tokenizer, metrics.json, train_log.jsonl, report.md
+      0-sft/checkpoints/    resumable checkpoints
+      1-dpo/...
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Optional
+
+from ..errors import CloudftError
+from ..registry import Registry, RunRecord
+from .base import Provider
+
+if TYPE_CHECKING:
+    from ..plan import Plan
+    from ..spec import JobSpec, StageSpec
+
+STOP_GRACE_S = 60
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+class LocalProvider(Provider):
+    name = "local"
+
+    def run_dir(self, spec: "JobSpec", run_id: str) -> Path:
+        base = Path(spec.outputs.dir)
+        if not base.is_absolute():
+            base = spec.base_dir / base
+        return (base / run_id).resolve()
+
+    def locate(self, spec: "JobSpec", run_id: str, index: int, stage: "StageSpec") -> dict[str, str]:
+        stages = spec.stage_list()
+        run_dir = self.run_dir(spec, run_id)
+        stage_dir = run_dir / f"{index}-{stage.method}"
+        data = stage.data or spec.data
+        loc = {
+            "stage_dir": str(stage_dir),
+            "output_dir": str(stage_dir / "output"),
+            "checkpoint_dir": str(stage_dir / "checkpoints"),
+        }
+        for key in ("train", "validation"):
+            value = getattr(data, key)
+            if value and not _is_uri(value):
+                p = Path(value).expanduser()
+                loc[key] = str(p if p.is_absolute() else (spec.base_dir / p).resolve())
+            elif value and _is_uri(value):
+                raise CloudftError(
+                    f"data.{key} is a cloud URI ({value}); the local provider reads local files",
+                    hint="download it first, or submit with --provider aws/azure",
+                )
+        init_from, reward_from = spec.stage_links(index)
+        if init_from is not None:
+            loc["init_adapter"] = str(run_dir / f"{init_from}-{stages[init_from].method}" / "output")
+        if reward_from is not None:
+            loc["reward_model"] = str(run_dir / f"{reward_from}-reward" / "output")
+        return loc
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def submit(self, plan: "Plan", *, dry_run: bool = False, **options: Any) -> RunRecord:
+        run_dir = self.run_dir(plan.spec, plan.run_id)
+        if dry_run:
+            return [{"write": str(Path(s.locations["stage_dir"]) / "run.json"),
+                     "run_config": s.run_config.model_dump(mode="json")} for s in plan.stages]
+        run_dir.mkdir(parents=True, exist_ok=False)
+        (run_dir / "plan.json").write_text(plan.to_json())
+        for st in plan.stages:
+            st.run_config.write(Path(st.locations["stage_dir"]) / "run.json")
+        reg = Registry()
+        rec = RunRecord(
+            run_id=plan.run_id, name=plan.spec.name, provider=self.name, status="starting",
+            spec_path=str(plan.spec.source_path) if plan.spec.source_path else None, run_dir=str(run_dir),
+            meta={"stages": [f"{s.index}-{s.method}" for s in plan.stages],
+                  "dataset_versions": plan.stages[0].run_config.dataset_versions},
+        )
+        reg.add(rec)
+        log = open(run_dir / "log.txt", "ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.update(options.get("env") or {})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cloudft.providers.local_runner", str(run_dir), plan.run_id],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=env, cwd=str(run_dir),
+        )
+        log.close()
+        return reg.update(plan.run_id, pid=proc.pid, status="running")
+
+    def status(self, run: RunRecord) -> RunRecord:
+        if run.finished or run.pid is None:
+            return run
+        if not _alive(run.pid):
+            time.sleep(0.2)  # the runner may be writing its final status right now
+            fresh = Registry().get(run.run_id)
+            if fresh.finished:
+                return fresh
+            return Registry().update(run.run_id, status="failed", meta={"reason": "the local runner died"})
+        return run
+
+    def logs(self, run: RunRecord, follow: bool = False) -> Iterator[str]:
+        path = Path(run.run_dir or "") / "log.txt"
+        deadline_missing = time.time() + 10
+        while not path.exists():
+            if not follow or time.time() > deadline_missing:
+                return
+            time.sleep(0.1)
+        with open(path, "r", encoding="utf-8", errors="replace") as fh:
+            buf = ""
+            while True:
+                chunk = fh.readline()
+                if chunk:
+                    buf += chunk
+                    if buf.endswith("\n"):
+                        yield buf.rstrip("\n")
+                        buf = ""
+                    continue
+                if not follow:
+                    break
+                run = self.status(Registry().get(run.run_id))
+                if run.finished:
+                    rest = fh.read()
+                    for line in (buf + rest).splitlines():
+                        yield line
+                    break
+                time.sleep(0.2)
+
+    def stop(self, run: RunRecord) -> RunRecord:
+        if run.finished:
+            return run
+        if run.pid and _alive(run.pid):
+            try:
+                os.killpg(run.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.time() + STOP_GRACE_S + 10
+            while time.time() < deadline and _alive(run.pid):
+                time.sleep(0.2)
+            if _alive(run.pid):
+                os.killpg(run.pid, signal.SIGKILL)
+        rec = Registry().get(run.run_id)
+        if not rec.finished:
+            rec = Registry().update(run.run_id, status="stopped")
+        return rec
+
+    def artifacts(self, run: RunRecord, dest: Optional[Path] = None) -> Path:
+        run_dir = Path(run.run_dir or "")
+        stages = run.meta.get("stages") or []
+        if not stages:
+            return run_dir
+        return run_dir / stages[-1] / "output"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as dead.
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        return waited == 0
+    except ChildProcessError:
+        return True

@@ -1,0 +1,75 @@
+"""Supervisor for one local run: runs each stage's train_entry in order and records status.
+
+Started by LocalProvider.submit in its own process group, so it outlives the CLI (`--detach`) and
+`cloudft stop` can signal the whole group. On SIGTERM it forwards the signal to the running stage,
+which checkpoints and exits (exit code 143 → status `stopped`).
+
+    python -m cloudft.providers.local_runner RUN_DIR RUN_ID
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..registry import Registry
+
+# train_entry's exit code after a SIGTERM checkpoint (see train_entry.signals)
+EXIT_INTERRUPTED = 143
+
+
+def _command(run_json: Path, nproc: int) -> list[str]:
+    if nproc > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                "-m", "train_entry", "--config", str(run_json)]
+    return [sys.executable, "-m", "train_entry", "--config", str(run_json)]
+
+
+def main(run_dir: str, run_id: str) -> int:
+    reg = Registry()
+    rec = reg.get(run_id)
+    stages = rec.meta.get("stages") or []
+    stopping = {"flag": False}
+    child: dict[str, subprocess.Popen] = {}
+
+    def on_term(signum, frame):
+        stopping["flag"] = True
+        proc = child.get("p")
+        if proc and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+
+    code = 0
+    for i, stage in enumerate(stages):
+        run_json = Path(run_dir) / stage / "run.json"
+        cfg = json.loads(run_json.read_text())
+        if (Path(cfg["outputs"]["output_dir"]) / "metrics.json").exists():
+            print(f"##cloudft {json.dumps({'event': 'stage_skipped', 'stage': i, 'reason': 'already complete'})}",
+                  flush=True)
+            continue
+        reg.update(run_id, status="running", meta={"current_stage": stage})
+        print(f"##cloudft {json.dumps({'event': 'stage_start', 'stage': i, 'name': stage})}", flush=True)
+        nproc = int(cfg.get("distributed", {}).get("nproc_per_node", 1))
+        child["p"] = subprocess.Popen(_command(run_json, nproc), stdin=subprocess.DEVNULL,
+                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        code = child["p"].wait()
+        print(f"##cloudft {json.dumps({'event': 'stage_end', 'stage': i, 'exit_code': code})}", flush=True)
+        if code != 0 or stopping["flag"]:
+            break
+    if stopping["flag"] or code == EXIT_INTERRUPTED:
+        status = "stopped"
+    else:
+        status = "completed" if code == 0 else "failed"
+    reg.update(run_id, status=status, exit_code=code, meta={"finished": time.time()})
+    return 0 if status == "completed" else code or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
