@@ -125,23 +125,67 @@ def check_before_submit(plan: "Plan", force: bool = False) -> None:
         check(plan, force=force)
 
 
+DATA_RESOLVER = "cloudft.data.resolve:resolve_stage_data"
+
+
+def default_resolve_stage_data(spec: JobSpec, index: int, data: DataConfig) -> dict[str, Any]:
+    """Fallback data resolution: local paths made absolute, version = SHA-256 of the file bytes.
+
+    The data package (`DATA_RESOLVER`) replaces this with validation, canonical JSONL and
+    content-addressed versions. Both return the same shape:
+    {"train": path_or_uri, "validation": path_or_uri|None, "format": str, "versions": {split: sha256}}.
+    """
+    from pathlib import Path
+
+    out: dict[str, Any] = {"train": None, "validation": None, "format": str(data.format), "versions": {}}
+    for split in ("train", "validation"):
+        value = getattr(data, split)
+        if not value:
+            continue
+        if "://" in value:
+            out[split] = value
+            continue
+        p = Path(value).expanduser()
+        p = p if p.is_absolute() else (spec.base_dir / p)
+        out[split] = str(p.resolve())
+        if p.is_file():
+            h = hashlib.sha256()
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            out["versions"][split] = h.hexdigest()
+    return out
+
+
+def resolve_stage_data(spec: JobSpec, index: int, data: DataConfig) -> dict[str, Any]:
+    hooks = _hooks((DATA_RESOLVER,))
+    return hooks[0](spec, index, data) if hooks else default_resolve_stage_data(spec, index, data)
+
+
 def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None,
-               locate: Optional[Callable[[JobSpec, str, int, StageSpec], dict[str, str]]] = None) -> Plan:
+               locate: Optional[Callable[..., dict[str, str]]] = None) -> Plan:
     """Resolve `spec` into a Plan for `provider`.
 
-    `locate(spec, run_id, index, stage)` returns the stage's resolved locations (output, checkpoint,
-    data); providers pass their own. The run configs carry no provider-specific paths unless the
-    provider's locate says so (`output_dir`/`checkpoint_dir`/`data_dir`/`init_adapter` keys).
+    Data is resolved first (validated, canonical, versioned: `resolve_stage_data`), then
+    `locate(spec, run_id, index, stage, data)` — the provider's — returns the stage's locations
+    (`output_dir`, `checkpoint_dir`, `data_dir`, `init_adapter`, `reward_model`, and `train` /
+    `validation` as the container will see them). Keys named like run-config fields go into it.
     """
     run_id = run_id or new_run_id(spec)
     stages = spec.stage_list()
     plans: list[StagePlan] = []
+    resolved: dict[str, dict[str, Any]] = {}
     for i, stage in enumerate(stages):
-        locations = locate(spec, run_id, i, stage) if locate else {}
-        outputs = OutputsConfig(**{k: locations[k] for k in OutputsConfig.model_fields if k in locations})
         data = _stage_data(spec, stage)
-        if "train" in locations or "validation" in locations:
-            data = data.model_copy(update={k: locations[k] for k in ("train", "validation") if k in locations})
+        rdata = resolve_stage_data(spec, i, data)
+        resolved[f"stage{i}"] = rdata
+        locations = locate(spec, run_id, i, stage, rdata) if locate else {}
+        outputs = OutputsConfig(**{k: locations[k] for k in OutputsConfig.model_fields if k in locations})
+        update = {k: locations[k] for k in ("train", "validation") if k in locations}
+        if rdata.get("format") and rdata["format"] != str(data.format):
+            update["format"] = rdata["format"]
+            update["columns"] = None  # the canonical file already uses TRL's column names
+        data = data.model_copy(update=update)
         rc = RunConfig(
             name=spec.name,
             run_id=run_id,
@@ -150,20 +194,18 @@ def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None,
             base_model=spec.base_model,
             method=stage.method,
             peft=spec.peft,
-            data=data,
+            data=DataConfig.model_validate(data.model_dump()),
             training=_stage_training(spec, stage),
             tracking=spec.tracking,
             eval=spec.eval,
             export=spec.export,
             outputs=outputs,
             reward_model=locations.get("reward_model"),
+            dataset_versions=dict(rdata.get("versions") or {}),
             env_secrets=sorted(spec.secrets),
         )
         plans.append(StagePlan(index=i, method=str(stage.method), run_config=rc, locations=locations))
-    plan = Plan(spec=spec, provider=provider, run_id=run_id, stages=plans)
-    for i, st in enumerate(plans):
-        d = st.run_config.data
-        plan.data[f"stage{i}"] = {"train": d.train, "validation": d.validation, "format": d.format}
+    plan = Plan(spec=spec, provider=provider, run_id=run_id, stages=plans, data=resolved)
     for annotate in _hooks(ANNOTATORS):
         annotate(plan)
     return plan

@@ -24,8 +24,13 @@ class Provider(ABC):
     def validate(self, spec: "JobSpec") -> None:
         """Check the provider's own section of the spec (raises SpecError). Must not call the cloud."""
 
-    def locate(self, spec: "JobSpec", run_id: str, index: int, stage: "StageSpec") -> dict[str, str]:
-        """Resolved locations for one stage: output, checkpoint and data. See plan.build_plan."""
+    def locate(self, spec: "JobSpec", run_id: str, index: int, stage: "StageSpec",
+               data: dict[str, Any]) -> dict[str, str]:
+        """Resolved locations for one stage: output, checkpoint and data as the trainer sees them.
+
+        `data` is the resolved data of the stage (plan.resolve_stage_data): local canonical paths and
+        their content versions. See plan.build_plan for the keys that reach the run config.
+        """
         return {}
 
     @abstractmethod

@@ -45,26 +45,25 @@ class LocalProvider(Provider):
             base = spec.base_dir / base
         return (base / run_id).resolve()
 
-    def locate(self, spec: "JobSpec", run_id: str, index: int, stage: "StageSpec") -> dict[str, str]:
+    def locate(self, spec: "JobSpec", run_id: str, index: int, stage: "StageSpec",
+               data: dict[str, Any]) -> dict[str, str]:
         stages = spec.stage_list()
         run_dir = self.run_dir(spec, run_id)
         stage_dir = run_dir / f"{index}-{stage.method}"
-        data = stage.data or spec.data
         loc = {
             "stage_dir": str(stage_dir),
             "output_dir": str(stage_dir / "output"),
             "checkpoint_dir": str(stage_dir / "checkpoints"),
         }
         for key in ("train", "validation"):
-            value = getattr(data, key)
-            if value and not _is_uri(value):
-                p = Path(value).expanduser()
-                loc[key] = str(p if p.is_absolute() else (spec.base_dir / p).resolve())
-            elif value and _is_uri(value):
+            value = data.get(key)
+            if value and _is_uri(value):
                 raise CloudftError(
                     f"data.{key} is a cloud URI ({value}); the local provider reads local files",
                     hint="download it first, or submit with --provider aws/azure",
                 )
+            if value:
+                loc[key] = value
         init_from, reward_from = spec.stage_links(index)
         if init_from is not None:
             loc["init_adapter"] = str(run_dir / f"{init_from}-{stages[init_from].method}" / "output")
