@@ -115,7 +115,9 @@ def _hooks(targets: tuple[str, ...]) -> list[Callable[["Plan"], None]]:
             if exc.name and module.startswith(exc.name):
                 continue
             raise
-        found.append(getattr(mod, attr))
+        hook = getattr(mod, attr, None)
+        if hook is not None:
+            found.append(hook)
     return found
 
 
@@ -162,6 +164,18 @@ def resolve_stage_data(spec: JobSpec, index: int, data: DataConfig) -> dict[str,
     return hooks[0](spec, index, data) if hooks else default_resolve_stage_data(spec, index, data)
 
 
+def resolve_base_model(spec: JobSpec) -> str:
+    """A hub id stays as it is; a local directory (relative to the spec file) becomes absolute."""
+    from pathlib import Path
+
+    value = spec.base_model
+    p = Path(value).expanduser()
+    local = p if p.is_absolute() else spec.base_dir / p
+    if value.startswith((".", "/", "~")) or local.is_dir():
+        return str(local.resolve())
+    return value
+
+
 def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None,
                locate: Optional[Callable[..., dict[str, str]]] = None) -> Plan:
     """Resolve `spec` into a Plan for `provider`.
@@ -175,6 +189,7 @@ def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None,
     stages = spec.stage_list()
     plans: list[StagePlan] = []
     resolved: dict[str, dict[str, Any]] = {}
+    base_model = resolve_base_model(spec)
     for i, stage in enumerate(stages):
         data = _stage_data(spec, stage)
         rdata = resolve_stage_data(spec, i, data)
@@ -191,7 +206,7 @@ def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None,
             run_id=run_id,
             stage=i,
             stage_count=len(stages),
-            base_model=spec.base_model,
+            base_model=base_model,
             method=stage.method,
             peft=spec.peft,
             data=DataConfig.model_validate(data.model_dump()),

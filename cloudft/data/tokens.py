@@ -1,0 +1,104 @@
+"""Token lengths with the spec's own tokenizer (`tokenizers`, no transformers import).
+
+Conversational records are rendered with the model's chat template (tokenizer_config.json, rendered with jinja2
+as transformers does) when there is one, so the count is what the trainer sees; plain records are tokenized as
+prompt + completion. Preference records count the longer of prompt+chosen and prompt+rejected.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+CHARS_PER_TOKEN_BOUND = 64  # no practical tokenizer packs more characters into one token
+
+
+class TokenCounter:
+    """Counts tokens of canonical records with a `tokenizer.json` (and the chat template beside it)."""
+
+    def __init__(self, model_dir: Path):
+        from tokenizers import Tokenizer
+
+        self.model_dir = Path(model_dir)
+        self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+        self._render = _chat_renderer(self.model_dir / "tokenizer_config.json")
+
+    @classmethod
+    def for_model(cls, base_model: str, base_dir: Optional[Path] = None) -> tuple[Optional["TokenCounter"], str]:
+        """The counter for a spec's `base_model`, or None and the reason the length check is skipped."""
+        path = Path(base_model).expanduser()
+        if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
+            path = base_dir / path
+        if (path / "tokenizer.json").is_file():
+            return cls(path), f"{path.resolve()}/tokenizer.json"
+        return None, (f"skipped: base_model '{base_model}' is not a local directory with tokenizer.json, "
+                      "so token lengths were not checked (they are checked when the trainer loads the data)")
+
+    def texts(self, record: dict) -> list[str]:
+        """The strings whose token counts make up the record's length (the longest one counts)."""
+        prompt = record.get("prompt")
+        if "messages" in record:
+            return [self._chat(record["messages"])]
+        if "text" in record:
+            return [record["text"]]
+        answers = [record[k] for k in ("chosen", "rejected", "completion") if k in record]
+        if not answers:
+            return [self._chat(prompt) if isinstance(prompt, list) else prompt]
+        if isinstance(prompt, list):
+            return [self._chat(prompt + a) for a in answers]
+        return [prompt + a for a in answers]
+
+    def _chat(self, messages: list[dict[str, str]]) -> str:
+        if self._render is not None:
+            return self._render(messages)
+        return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+    def lengths(self, records: Sequence[dict]) -> list[int]:
+        """Token length of each record (the longest of its texts)."""
+        texts: list[str] = []
+        owners: list[int] = []
+        for i, rec in enumerate(records):
+            for t in self.texts(rec):
+                texts.append(t)
+                owners.append(i)
+        out = [0] * len(records)
+        for owner, enc in zip(owners, self.tokenizer.encode_batch_fast(texts, add_special_tokens=True)):
+            out[owner] = max(out[owner], len(enc.ids))
+        return out
+
+
+def _chat_renderer(config_path: Path) -> Optional[Callable[[list], str]]:
+    """Render messages with the tokenizer's chat template, as transformers does; None without one or jinja2."""
+    if not config_path.is_file():
+        return None
+    try:
+        cfg: dict[str, Any] = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    template = cfg.get("chat_template")
+    if not template:
+        jinja_file = config_path.parent / "chat_template.jinja"
+        template = jinja_file.read_text() if jinja_file.is_file() else None
+    if isinstance(template, list):  # named templates: take the default
+        template = next((t["template"] for t in template if t.get("name") == "default"), None)
+    if not template:
+        return None
+    try:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError:
+        return None
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    compiled = env.from_string(template)
+    specials = {k: _token_text(cfg.get(k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
+
+    def render(messages: list) -> str:
+        return compiled.render(messages=messages, add_generation_prompt=False, **specials)
+
+    return render
+
+
+def _token_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return value.get("content", "")
+    return value or ""

@@ -1,0 +1,426 @@
+"""Plan → Azure ML entities (data assets, environment, command job, pipeline job). No network here.
+
+Every entity is built with the azure-ai-ml SDK (imported lazily) so the SDK's own schema validates it and
+`dump()` writes YAML that `az ml ... create --file` and `load_job`/`load_*` accept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from ...errors import CloudftError
+from .section import AzureSection
+
+if TYPE_CHECKING:
+    from azure.ai.ml.entities import Data, Environment, Job
+
+    from ...plan import Plan, StagePlan
+    from ...spec import JobSpec
+
+RUN_DIR = "cloudft_run"  # folder inside the code snapshot holding the run configs
+LAUNCHER = "cloudft_launch.py"  # resolves Key Vault secrets, then runs train_entry
+TEMPLATES = Path(__file__).resolve().parents[3] / "templates" / "azure"
+EXTRA_PIP = ("azureml-mlflow", "mlflow-skinny", "azure-identity")  # native MLflow tracking, Key Vault access
+FALLBACK_PIP = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "safetensors")
+
+#: GPUs per VM of common Azure GPU SKUs (used when the spec and the planner don't say).
+SKU_GPUS = {
+    "standard_nc4as_t4_v3": 1, "standard_nc8as_t4_v3": 1, "standard_nc16as_t4_v3": 1, "standard_nc64as_t4_v3": 4,
+    "standard_nc24ads_a100_v4": 1, "standard_nc48ads_a100_v4": 2, "standard_nc96ads_a100_v4": 4,
+    "standard_nd96asr_v4": 8, "standard_nd96amsr_a100_v4": 8, "standard_nd96isr_h100_v5": 8,
+    "standard_nc40ads_h100_v5": 1, "standard_nc80adis_h100_v5": 2, "standard_nv36ads_a10_v5": 1,
+    "standard_nc6s_v3": 1, "standard_nc12s_v3": 2, "standard_nc24s_v3": 4, "standard_nc24rs_v3": 4,
+}
+
+AZURE_STATUS = {  # Azure ML job status → registry status
+    "NotStarted": "starting", "Queued": "queued", "Preparing": "starting", "Provisioning": "starting",
+    "Starting": "starting", "Running": "running", "Finalizing": "running", "CancelRequested": "stopping",
+    "Completed": "completed", "Failed": "failed", "Canceled": "stopped", "NotResponding": "failed",
+    "Paused": "queued", "Unknown": "running",
+}
+
+
+def short_hash(*parts: str | bytes, n: int = 16) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    return h.hexdigest()[:n]
+
+
+# -- locations ---------------------------------------------------------------------------------------
+
+def stage_key(index: int, method: str) -> str:
+    return f"{index}-{method}"
+
+
+def datastore_uri(section: AzureSection, run_id: str, key: str, what: str) -> str:
+    """Deterministic datastore folder of a run's stage output (checkpoints survive preemption restarts)."""
+    return f"azureml://datastores/{section.datastore}/paths/cloudft/{run_id}/{key}/{what}/"
+
+
+@dataclass
+class AssetRef:
+    """A data asset cloudft registers (or a remote input used as is when `local` is None)."""
+
+    split: str
+    uri: str  # what the job input points at: azureml:NAME:VERSION or a remote URI
+    name: Optional[str] = None
+    version: Optional[str] = None
+    local: Optional[str] = None
+    type: str = "uri_file"
+
+
+def data_assets(spec: "JobSpec", method: str, data: dict[str, Any]) -> list[AssetRef]:
+    """The data assets of one stage: local canonical files become `NAME:VERSION` (VERSION = content hash)."""
+    refs = []
+    for split in ("train", "validation"):
+        value = data.get(split)
+        if not value:
+            continue
+        if "://" in value or value.startswith("azureml:"):
+            kind = "uri_folder" if value.endswith("/") else "uri_file"
+            refs.append(AssetRef(split, value, type=kind))
+            continue
+        path = Path(value)
+        version = (data.get("versions") or {}).get(split)
+        if not version:
+            version = short_hash(path.read_bytes()) if path.is_file() else short_hash(str(path))
+        name = f"{spec.name}-{method}-{split}"
+        kind = "uri_folder" if path.is_dir() else "uri_file"
+        refs.append(AssetRef(split, f"azureml:{name}:{version[:16]}", name, version[:16], str(path), kind))
+    return refs
+
+
+def stage_locations(spec: "JobSpec", section: AzureSection, run_id: str, index: int, method: str,
+                    data: dict[str, Any]) -> dict[str, str]:
+    stages = spec.stage_list()
+    key = stage_key(index, method)
+    loc = {
+        "output_dir": datastore_uri(section, run_id, key, "adapter"),
+        "checkpoint_dir": datastore_uri(section, run_id, key, "checkpoints"),
+    }
+    for ref in data_assets(spec, method, data):
+        loc[ref.split] = ref.uri
+    init_from, reward_from = spec.stage_links(index)
+    if init_from is not None:
+        loc["init_adapter"] = datastore_uri(section, run_id, stage_key(init_from, stages[init_from].method), "adapter")
+    if reward_from is not None:
+        loc["reward_model"] = datastore_uri(section, run_id, stage_key(reward_from, "reward"), "adapter")
+    return loc
+
+
+# -- compute -----------------------------------------------------------------------------------------
+
+@dataclass
+class ComputeChoice:
+    compute: Optional[str]  # cluster name, None for serverless
+    instance_type: Optional[str]
+    instance_count: int
+    gpus_per_node: int
+    spot: bool
+    job_tier: Optional[str] = None
+    priority: Optional[str] = None
+
+
+def choose_compute(plan: "Plan", section: AzureSection) -> ComputeChoice:
+    """Instance type: spec.compute, else the planner's pick, else the cluster's own size (serverless needs one)."""
+    comp = plan.spec.compute
+    picked = plan.extras.get("instance") or {}
+    itype = comp.instance_type or picked.get("type")
+    count = comp.instance_count
+    if "instance_count" not in comp.model_fields_set and picked.get("count"):
+        count = int(picked["count"])
+    if section.serverless and not itype:
+        raise CloudftError(
+            "azure: serverless compute needs an instance type",
+            hint="set compute.instance_type (e.g. Standard_NC24ads_A100_v4) or azure.compute to a cluster name",
+        )
+    gpus = comp.gpus_per_node or picked.get("gpus_per_node") or picked.get("gpus")
+    if not gpus and itype:
+        gpus = SKU_GPUS.get(itype.lower())
+    tier = section.job_tier or ("Spot" if comp.spot else None)
+    if not section.serverless:
+        tier = None  # a cluster's own tier (dedicated / low_priority) decides; set by the infra stack
+    return ComputeChoice(
+        compute=None if section.serverless else section.compute,
+        instance_type=itype if section.serverless else None,
+        instance_count=count, gpus_per_node=int(gpus or 1), spot=comp.spot, job_tier=tier,
+        priority=section.priority,
+    )
+
+
+# -- environment -------------------------------------------------------------------------------------
+
+def _train_entry_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("train_entry")
+    if spec is None or not spec.origin:
+        raise CloudftError("train_entry is not importable", hint="install cloudft with its train_entry package")
+    return Path(spec.origin).parent
+
+
+def pip_requirements() -> list[str]:
+    """train_entry's requirements plus what Azure ML tracking and Key Vault need."""
+    req = _train_entry_dir() / "requirements.txt"
+    lines = FALLBACK_PIP
+    if req.is_file():
+        lines = tuple(ln.split("#")[0].strip() for ln in req.read_text().splitlines())
+    out = [ln for ln in lines if ln and not ln.startswith("-")]
+    out += [p for p in EXTRA_PIP if p not in out]
+    return out
+
+
+def conda_spec(pip: list[str]) -> dict[str, Any]:
+    return {"name": "cloudft", "channels": ["conda-forge"],
+            "dependencies": ["python=3.11", "pip", {"pip": pip}]}
+
+
+def training_environment(section: AzureSection) -> "Optional[Environment]":
+    """The train_entry Environment, versioned by content (same content → same version → built once).
+
+    None when the spec names an existing environment (`environment.reference`).
+    """
+    from azure.ai.ml.entities import BuildContext, Environment
+
+    env = section.environment
+    if env.reference:
+        return None
+    desc = "cloudft train_entry runtime"
+    if env.image:
+        return Environment(name=env.name, version=short_hash("image", env.image), image=env.image, description=desc)
+    if env.build:
+        ctx = _train_entry_dir()
+        dockerfile = ctx / "Dockerfile"
+        if not dockerfile.is_file():
+            raise CloudftError(f"{dockerfile} does not exist", hint="set azure.environment.image or base_image instead")
+        files = sorted(p for p in ctx.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        version = short_hash("build", *(str(p.relative_to(ctx)).encode() + p.read_bytes() for p in files))
+        return Environment(name=env.name, version=version, description=desc,
+                           build=BuildContext(path=str(ctx), dockerfile_path="Dockerfile"))
+    conda = conda_spec(pip_requirements())
+    version = short_hash("conda", env.base_image, json.dumps(conda, sort_keys=True))
+    return Environment(name=env.name, version=version, image=env.base_image, conda_file=conda, description=desc)
+
+
+def environment_ref(section: AzureSection, env: "Optional[Environment]") -> str:
+    return section.environment.reference or f"azureml:{env.name}:{env.version}"
+
+
+# -- code snapshot -----------------------------------------------------------------------------------
+
+def stage_code(plan: "Plan", dest: Path, distributed: dict[str, Any]) -> Path:
+    """Write the code snapshot: a copy of train_entry, one run config per stage, the secrets launcher."""
+    from train_entry.config import DistributedConfig
+
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(_train_entry_dir(), dest / "train_entry",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests", ".cache"))
+    for st in plan.stages:
+        tracking = st.run_config.tracking.model_copy(update={"mlflow": True}) \
+            if not st.run_config.tracking.mlflow_tracking_uri else st.run_config.tracking
+        rc = st.run_config.model_copy(update={
+            "distributed": DistributedConfig(**distributed, launcher="platform"), "tracking": tracking})
+        rc.write(dest / RUN_DIR / f"stage{st.index}.json")
+    if plan.spec.secrets:
+        shutil.copy(TEMPLATES / "keyvault.py", dest / "cloudft_keyvault.py")
+        shutil.copy(TEMPLATES / "launch.py", dest / LAUNCHER)
+    (dest / ".amlignore").write_text("__pycache__/\n*.pyc\n")
+    return dest
+
+
+# -- jobs --------------------------------------------------------------------------------------------
+
+def stage_command(st: "StagePlan", has_secrets: bool) -> str:
+    """train_entry's command line; Azure ML substitutes the ${{...}} with mounted folders."""
+    parts = ["python", "-m", "train_entry", "--config", f"{RUN_DIR}/stage{st.index}.json"]
+    for key, flag in (("train", "--train"), ("validation", "--validation"), ("init_adapter", "--init-adapter"),
+                      ("reward_model", "--reward-model")):
+        if st.locations.get(key):
+            parts += [flag, "${{inputs.%s}}" % key]
+    parts += ["--output-dir", "${{outputs.adapter}}", "--checkpoint-dir", "${{outputs.checkpoints}}"]
+    if has_secrets:
+        parts = ["python", LAUNCHER] + parts
+    return " ".join(parts)
+
+
+def secret_env(spec: "JobSpec", section: AzureSection) -> dict[str, str]:
+    """Env vars naming (never holding) the secrets the launcher fetches from Key Vault at run time."""
+    if not spec.secrets:
+        return {}
+    names = {env: ref.split(":", 1)[1] for env, ref in spec.secrets.items()}
+    out = {"CLOUDFT_KEY_VAULT": section.key_vault or "",
+           "CLOUDFT_SECRETS": ",".join(f"{k}={v}" for k, v in sorted(names.items()))}
+    if section.identity_client_id:
+        out["AZURE_CLIENT_ID"] = section.identity_client_id
+    return out
+
+
+def identity(spec: "JobSpec", section: AzureSection):
+    from azure.ai.ml.entities import AmlTokenConfiguration, ManagedIdentityConfiguration, UserIdentityConfiguration
+
+    kind = section.identity or ("managed" if spec.secrets else None)
+    if kind == "managed":
+        return ManagedIdentityConfiguration(client_id=section.identity_client_id)
+    if kind == "user":
+        return UserIdentityConfiguration()
+    if kind == "aml_token":
+        return AmlTokenConfiguration()
+    return None
+
+
+@dataclass
+class Build:
+    """Everything one submit creates, in creation order."""
+
+    job: "Job"
+    environment: "Optional[Environment]"
+    data: list["Data"] = field(default_factory=list)
+    code_dir: Optional[Path] = None
+    compute: Optional[ComputeChoice] = None
+
+
+def _asset_input(ref: AssetRef):
+    from azure.ai.ml import Input
+
+    return Input(type=ref.type, path=ref.uri, mode="ro_mount")
+
+
+def _folder_input(uri: str):
+    from azure.ai.ml import Input
+
+    return Input(type="uri_folder", path=uri, mode="ro_mount")
+
+
+def _stage_inputs(plan: "Plan", st: "StagePlan") -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for ref in data_assets(plan.spec, st.method, plan.data[f"stage{st.index}"]):
+        inputs[ref.split] = _asset_input(ref)
+    for key in ("init_adapter", "reward_model"):
+        if st.locations.get(key):
+            inputs[key] = _folder_input(st.locations[key])
+    return inputs
+
+
+def _stage_outputs(st: "StagePlan") -> dict[str, Any]:
+    from azure.ai.ml import Output
+
+    return {"adapter": Output(type="uri_folder", path=st.locations["output_dir"], mode="rw_mount"),
+            "checkpoints": Output(type="uri_folder", path=st.locations["checkpoint_dir"], mode="rw_mount")}
+
+
+def _stage_job(plan: "Plan", st: "StagePlan", section: AzureSection, env: str, choice: ComputeChoice,
+               code: Path, inputs: dict[str, Any]):
+    from azure.ai.ml import PyTorchDistribution, command
+
+    spec = plan.spec
+    kwargs: dict[str, Any] = {}
+    if choice.job_tier or choice.priority:
+        kwargs["queue_settings"] = {k: v for k, v in (("job_tier", choice.job_tier), ("priority", choice.priority)) if v}
+    ident = identity(spec, section)
+    if ident is not None:
+        kwargs["identity"] = ident
+    envvars = {"CLOUDFT_PROVIDER": "azure", "CLOUDFT_RUN_ID": plan.run_id, "PYTHONUNBUFFERED": "1",
+               **secret_env(spec, section)}
+    return command(
+        name=None,
+        display_name=f"{spec.name}-{stage_key(st.index, st.method)}",
+        description=f"cloudft {st.method} stage {st.index} of {spec.name}",
+        tags={"cloudft.run_id": plan.run_id, "cloudft.stage": str(st.index), "cloudft.method": st.method},
+        command=stage_command(st, bool(spec.secrets)),
+        code=str(code),
+        environment=env,
+        environment_variables=envvars,
+        inputs=inputs,
+        outputs=_stage_outputs(st),
+        compute=choice.compute,
+        instance_count=choice.instance_count,
+        instance_type=choice.instance_type,
+        shm_size=section.shm_size,
+        distribution=PyTorchDistribution(process_count_per_instance=choice.gpus_per_node),
+        timeout=int(spec.compute.max_runtime_hours * 3600),
+        is_deterministic=False,
+        **kwargs,
+    )
+
+
+def job_name(plan: "Plan") -> str:
+    """Azure ML job names: letters, digits, '_' and '-'; unique per run."""
+    return plan.run_id.replace(".", "-")[:255]
+
+
+def build(plan: "Plan", section: AzureSection, code_dir: Path) -> Build:
+    """The entities of one submit. Single stage → command job; several → pipeline job (one step per stage)."""
+    from azure.ai.ml import Input, dsl
+
+    spec = plan.spec
+    choice = choose_compute(plan, section)
+    env = training_environment(section)
+    env_ref = environment_ref(section, env)
+    code = stage_code(plan, code_dir, {"nnodes": choice.instance_count, "nproc_per_node": choice.gpus_per_node})
+    assets: dict[tuple, Any] = {}
+    for st in plan.stages:
+        for ref in data_assets(spec, st.method, plan.data[f"stage{st.index}"]):
+            if ref.local and (ref.name, ref.version) not in assets:
+                assets[(ref.name, ref.version)] = data_entity(ref, spec.name)
+    experiment = section.experiment or spec.name
+    tags = {"cloudft.run_id": plan.run_id, "cloudft.spec": spec.name}
+
+    if not plan.multi_stage:
+        st = plan.stages[0]
+        job = _stage_job(plan, st, section, env_ref, choice, code, _stage_inputs(plan, st))
+        job.name = job_name(plan)
+        job.experiment_name = experiment
+        job.display_name = plan.run_id
+        job.tags = tags
+        return Build(job=job, environment=env, data=list(assets.values()), code_dir=code, compute=choice)
+
+    steps = {}
+    for st in plan.stages:
+        # inputs are declared as folders/files; the previous stage's adapter is wired in the pipeline below
+        decl = {k: (Input(type=v.type) if hasattr(v, "type") else v) for k, v in _stage_inputs(plan, st).items()}
+        steps[st.index] = _stage_job(plan, st, section, env_ref, choice, code, decl)
+
+    @dsl.pipeline(name=spec.name, description=f"cloudft {' → '.join(s.method for s in plan.stages)} for {spec.name}")
+    def cloudft_pipeline():
+        nodes = {}
+        for st in plan.stages:
+            inputs = _stage_inputs(plan, st)
+            init_from, reward_from = spec.stage_links(st.index)
+            if init_from is not None:
+                inputs["init_adapter"] = nodes[init_from].outputs.adapter
+            if reward_from is not None:
+                inputs["reward_model"] = nodes[reward_from].outputs.adapter
+            node = steps[st.index](**inputs)
+            node.name = f"stage{st.index}_{st.method}"
+            for out_name, out in _stage_outputs(st).items():
+                node.outputs[out_name].path = out.path
+                node.outputs[out_name].mode = out.mode
+            nodes[st.index] = node
+        last = nodes[plan.stages[-1].index]
+        return {"adapter": last.outputs.adapter}
+
+    job = cloudft_pipeline()
+    job.name = job_name(plan)
+    job.experiment_name = experiment
+    job.display_name = plan.run_id
+    job.tags = tags
+    job.settings.default_compute = choice.compute or "serverless"
+    job.settings.force_rerun = True
+    return Build(job=job, environment=env, data=list(assets.values()), code_dir=code, compute=choice)
+
+
+def data_entity(ref: AssetRef, spec_name: str) -> "Data":
+    from azure.ai.ml.entities import Data
+
+    return Data(name=ref.name, version=ref.version, type=ref.type, path=ref.local,
+                description=f"cloudft {ref.split} data of {spec_name} (version = content hash)",
+                tags={"cloudft.sha256": ref.version, "cloudft.split": ref.split})

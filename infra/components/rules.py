@@ -1,0 +1,303 @@
+"""Security rules for cloudft's cloud resources, as pure functions over engine properties.
+
+Each rule sees a resource type token (e.g. ``aws:s3/bucket:Bucket``) and its properties as the Pulumi engine sees them
+(camelCase names: ``blockPublicAcls``, ``kmsKeyArn``). The same functions run
+
+- in unit tests over the resources that `pulumi.runtime.set_mocks` records, and
+- in the `infra/policy` pack (pulumi-policy) during a real `pulumi preview` / `up`.
+
+No pulumi import here, so the rules stay cheap to load and easy to test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Callable, Iterable, Mapping
+
+Props = Mapping[str, Any]
+Rule = Callable[[Props], list[str]]
+
+#: Actions for which AWS offers no resource narrower than ``*`` (each one documented in docs/infra.md).
+STAR_RESOURCE_ACTIONS: dict[str, str] = {
+    "ecr:GetAuthorizationToken": "the ECR login token is account-wide; the service has no resource type for it",
+    "cloudwatch:PutMetricData": "CloudWatch metrics have no resource ARNs; scoped by a cloudwatch:namespace condition",
+    "ec2:DescribeNetworkInterfaces": "EC2 Describe* calls support no resource-level permissions (VPC mode only)",
+    "ec2:DescribeVpcs": "EC2 Describe* calls support no resource-level permissions (VPC mode only)",
+    "ec2:DescribeDhcpOptions": "EC2 Describe* calls support no resource-level permissions (VPC mode only)",
+    "ec2:DescribeSubnets": "EC2 Describe* calls support no resource-level permissions (VPC mode only)",
+    "ec2:DescribeSecurityGroups": "EC2 Describe* calls support no resource-level permissions (VPC mode only)",
+}
+
+#: Managed policies that grant far more than cloudft needs.
+BROAD_MANAGED_POLICIES = ("AdministratorAccess", "PowerUserAccess", "FullAccess")
+
+#: SageMaker instance families with local NVMe instance storage: an endpoint config with a KMS key is rejected for
+#: them (their instance store is encrypted by AWS at the hardware level).
+INSTANCE_STORAGE_FAMILIES = ("g4dn", "g5", "g6", "g6e", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "m5d", "c5d",
+                             "r5d", "inf2", "trn1", "trn1n")
+
+_SECRET_KEY = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CONNECTION_?STRING)", re.I)
+_REFERENCE = re.compile(r"^(arn:aws[\w-]*:secretsmanager:|arn:aws[\w-]*:ssm:|https://[\w-]+\.vault\.azure\.net/|"
+                        r"@Microsoft\.KeyVault\(|\$\{|\{\{)")
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _load_json(value: Any) -> Any:
+    """A policy document as a dict (engine props hold it as a JSON string)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value
+
+
+# ---------------------------------------------------------------- AWS
+
+
+def s3_public_access_block(props: Props) -> list[str]:
+    flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+    return [f"S3 public access block must set {f}=true" for f in flags if props.get(f) is not True]
+
+
+def s3_encryption(props: Props) -> list[str]:
+    rules = _as_list(props.get("rules"))
+    for rule in rules:
+        default = (rule or {}).get("applyServerSideEncryptionByDefault") or {}
+        if default.get("sseAlgorithm") in ("aws:kms", "aws:kms:dsse") and default.get("kmsMasterKeyId"):
+            return []
+    return ["S3 bucket encryption must be SSE-KMS with a customer key (kmsMasterKeyId)"]
+
+
+def s3_tls_only_policy(props: Props) -> list[str]:
+    doc = _load_json(props.get("policy"))
+    if doc is None:
+        return ["bucket policy is not a JSON document"]
+    for st in _as_list(doc.get("Statement")):
+        cond = (st.get("Condition") or {}).get("Bool") or {}
+        if st.get("Effect") == "Deny" and str(cond.get("aws:SecureTransport")).lower() == "false":
+            return []
+    return ["bucket policy must deny requests without TLS (aws:SecureTransport=false)"]
+
+
+def s3_versioning(props: Props) -> list[str]:
+    status = (props.get("versioningConfiguration") or {}).get("status")
+    return [] if status == "Enabled" else ["S3 bucket versioning must be Enabled"]
+
+
+def iam_policy_document(doc: Any, where: str = "IAM policy") -> list[str]:
+    """No wildcard action, and no ``*`` resource except for the actions in STAR_RESOURCE_ACTIONS."""
+    doc = _load_json(doc)
+    if not isinstance(doc, dict):
+        return [f"{where}: not a JSON policy document"]
+    problems: list[str] = []
+    for i, st in enumerate(_as_list(doc.get("Statement"))):
+        if st.get("Effect") != "Allow":
+            continue
+        sid = st.get("Sid") or f"#{i}"
+        if "NotAction" in st or "NotResource" in st:
+            problems.append(f"{where} {sid}: Allow with NotAction/NotResource")
+        actions = [str(a) for a in _as_list(st.get("Action"))]
+        for action in actions:
+            if "*" in action:
+                problems.append(f"{where} {sid}: wildcard action {action!r}")
+        resources = [str(r) for r in _as_list(st.get("Resource"))]
+        if "*" in resources:
+            undocumented = [a for a in actions if a not in STAR_RESOURCE_ACTIONS]
+            if undocumented:
+                problems.append(f"{where} {sid}: resource '*' for {', '.join(undocumented)}")
+        for principal in _principals(st):
+            if principal == "*":
+                problems.append(f"{where} {sid}: principal '*'")
+    return problems
+
+
+def _principals(statement: Mapping[str, Any]) -> Iterable[str]:
+    principal = statement.get("Principal")
+    if principal == "*":
+        yield "*"
+    elif isinstance(principal, Mapping):
+        for value in principal.values():
+            yield from (str(v) for v in _as_list(value))
+
+
+def iam_inline_policy(props: Props) -> list[str]:
+    return iam_policy_document(props.get("policy"), "inline policy")
+
+
+def iam_role(props: Props) -> list[str]:
+    problems = []
+    trust = _load_json(props.get("assumeRolePolicy"))
+    for st in _as_list((trust or {}).get("Statement")):
+        if st.get("Effect") == "Allow" and "*" in list(_principals(st)):
+            problems.append("role trust policy allows any principal")
+    for arn in _as_list(props.get("managedPolicyArns")):
+        if any(b in str(arn) for b in BROAD_MANAGED_POLICIES):
+            problems.append(f"role has a broad managed policy {arn}")
+    return problems
+
+
+def iam_policy_attachment(props: Props) -> list[str]:
+    arn = str(props.get("policyArn") or "")
+    return [f"broad managed policy attached: {arn}"] if any(b in arn for b in BROAD_MANAGED_POLICIES) else []
+
+
+def ecr_repository(props: Props) -> list[str]:
+    problems = []
+    if props.get("imageTagMutability") != "IMMUTABLE":
+        problems.append("ECR repository tags must be IMMUTABLE")
+    if (props.get("imageScanningConfiguration") or {}).get("scanOnPush") is not True:
+        problems.append("ECR repository must scan on push")
+    enc = _as_list(props.get("encryptionConfigurations"))
+    if not any((e or {}).get("encryptionType") == "KMS" for e in enc):
+        problems.append("ECR repository must be encrypted with KMS")
+    return problems
+
+
+def kms_key(props: Props) -> list[str]:
+    return [] if props.get("enableKeyRotation") is True else ["KMS key rotation must be enabled"]
+
+
+def has_instance_storage(instance_type: str) -> bool:
+    """True for SageMaker instance types with local NVMe storage (``ml.g5.xlarge`` → ``g5``)."""
+    parts = str(instance_type or "").split(".")
+    return len(parts) >= 2 and parts[1] in INSTANCE_STORAGE_FAMILIES
+
+
+def sagemaker_endpoint_config(props: Props) -> list[str]:
+    variants = _as_list(props.get("productionVariants"))
+    needs_key = any(not has_instance_storage((v or {}).get("instanceType", "")) for v in variants)
+    if needs_key and not props.get("kmsKeyArn"):
+        return ["SageMaker endpoint configuration must set kmsKeyArn (storage volume encryption)"]
+    return []
+
+
+def env_without_secrets(env: Any, where: str) -> list[str]:
+    """Environment variables must reference secrets (ARN, Key Vault URI), never hold their values."""
+    problems = []
+    for key, value in dict(env or {}).items():
+        if _SECRET_KEY.search(str(key)) and value and not _REFERENCE.match(str(value)):
+            problems.append(f"{where}: environment variable {key} looks like a literal secret")
+    return problems
+
+
+def sagemaker_model(props: Props) -> list[str]:
+    containers = [props.get("primaryContainer") or {}] + _as_list(props.get("containers"))
+    return [p for c in containers for p in env_without_secrets(c.get("environment"), "SageMaker model")]
+
+
+def lambda_function(props: Props) -> list[str]:
+    env = (props.get("environment") or {}).get("variables")
+    return env_without_secrets(env, "Lambda function")
+
+
+def cognito_user_pool(props: Props) -> list[str]:
+    admin_only = (props.get("adminCreateUserConfig") or {}).get("allowAdminCreateUserOnly")
+    return [] if admin_only is True else ["Cognito user pool must not allow self sign-up (allowAdminCreateUserOnly)"]
+
+
+# ---------------------------------------------------------------- Azure
+
+
+def azure_storage_account(props: Props) -> list[str]:
+    problems = []
+    if props.get("allowBlobPublicAccess") is not False:
+        problems.append("storage account must set allowBlobPublicAccess=false")
+    if props.get("minimumTlsVersion") not in ("TLS1_2", "TLS1_3"):
+        problems.append("storage account must require TLS 1.2 or later")
+    if props.get("enableHttpsTrafficOnly") is False:
+        problems.append("storage account must accept HTTPS only")
+    return problems
+
+
+def azure_blob_service(props: Props) -> list[str]:
+    return [] if props.get("isVersioningEnabled") is True else ["blob versioning must be enabled"]
+
+
+def azure_key_vault(props: Props) -> list[str]:
+    p = props.get("properties") or {}
+    problems = []
+    if p.get("enableRbacAuthorization") is not True:
+        problems.append("Key Vault must use RBAC authorization")
+    if p.get("enablePurgeProtection") is not True:
+        problems.append("Key Vault must enable purge protection")
+    return problems
+
+
+def azure_container_registry(props: Props) -> list[str]:
+    problems = []
+    if props.get("adminUserEnabled") is True:
+        problems.append("container registry must not enable the admin user")
+    if props.get("anonymousPullEnabled") is True:
+        problems.append("container registry must not allow anonymous pull")
+    return problems
+
+
+def azure_aml_compute(props: Props) -> list[str]:
+    outer = props.get("properties") or {}
+    if outer.get("computeType") != "AmlCompute":
+        return []
+    p = outer.get("properties") or {}
+    problems = []
+    if p.get("enableNodePublicIp") is not False:
+        problems.append("AmlCompute nodes must not have public IPs (enableNodePublicIp=false)")
+    if p.get("remoteLoginPortPublicAccess") != "Disabled":
+        problems.append("AmlCompute must disable the public SSH port (remoteLoginPortPublicAccess=Disabled)")
+    if (p.get("scaleSettings") or {}).get("minNodeCount") not in (0, 0.0):
+        problems.append("AmlCompute must scale to zero (minNodeCount=0)")
+    return problems
+
+
+def azure_online_deployment(props: Props) -> list[str]:
+    env = (props.get("properties") or {}).get("environmentVariables")
+    return env_without_secrets(env, "online deployment")
+
+
+RULES: dict[str, list[Rule]] = {
+    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": [s3_public_access_block],
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": [s3_encryption],
+    "aws:s3/bucketPolicy:BucketPolicy": [s3_tls_only_policy],
+    "aws:s3/bucketVersioning:BucketVersioning": [s3_versioning],
+    "aws:iam/rolePolicy:RolePolicy": [iam_inline_policy],
+    "aws:iam/policy:Policy": [iam_inline_policy],
+    "aws:iam/role:Role": [iam_role],
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": [iam_policy_attachment],
+    "aws:ecr/repository:Repository": [ecr_repository],
+    "aws:kms/key:Key": [kms_key],
+    "aws:sagemaker/endpointConfiguration:EndpointConfiguration": [sagemaker_endpoint_config],
+    "aws:sagemaker/model:Model": [sagemaker_model],
+    "aws:lambda/function:Function": [lambda_function],
+    "aws:cognito/userPool:UserPool": [cognito_user_pool],
+    "azure-native:storage:StorageAccount": [azure_storage_account],
+    "azure-native:storage:BlobServiceProperties": [azure_blob_service],
+    "azure-native:keyvault:Vault": [azure_key_vault],
+    "azure-native:containerregistry:Registry": [azure_container_registry],
+    "azure-native:machinelearningservices:Compute": [azure_aml_compute],
+    "azure-native:machinelearningservices:OnlineDeployment": [azure_online_deployment],
+}
+
+#: Resource types a secure stack must contain (a rule cannot pass by the resource being absent).
+REQUIRED_AWS = ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+                "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+                "aws:s3/bucketPolicy:BucketPolicy", "aws:s3/bucketVersioning:BucketVersioning")
+REQUIRED_AZURE = ("azure-native:storage:StorageAccount", "azure-native:storage:BlobServiceProperties")
+
+
+def check_resource(type_token: str, props: Props) -> list[str]:
+    """Every violation of the rules for this resource type ([] when none apply)."""
+    return [p for rule in RULES.get(type_token, []) for p in rule(props)]
+
+
+def check_stack(resources: Iterable[tuple[str, str, Props]], required: Iterable[str] = ()) -> list[str]:
+    """Violations over (type, name, props) triples, prefixed with the resource name; missing required types too."""
+    resources = list(resources)
+    problems = [f"{name}: {p}" for typ, name, props in resources for p in check_resource(typ, props)]
+    present = {typ for typ, _, _ in resources}
+    problems += [f"stack has no {typ}" for typ in required if typ not in present]
+    return problems

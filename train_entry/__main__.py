@@ -1,0 +1,4 @@
+from train_entry.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Trainer callbacks: progress events + JSONL log, time-based checkpoints, SIGTERM (spot) handling,
+and the completion marker on every checkpoint."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Optional
+
+from transformers import TrainerCallback
+
+from .checkpoints import mark_complete
+from .events import emit, log
+
+EXIT_INTERRUPTED = 143
+
+
+class ProgressCallback(TrainerCallback):
+    """Emit `##cloudft` events and append every log dict to train_log.jsonl (main process only)."""
+
+    def __init__(self, log_path: Path, stage: int, method: str):
+        self.log_path = log_path
+        self.stage = stage
+        self.method = method
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            emit("train_start", stage=self.stage, method=self.method, max_steps=state.max_steps,
+                 resumed_from=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        row = {"step": state.global_step, "epoch": state.epoch, **logs}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if "loss" in logs:
+            emit("step", step=state.global_step, max_steps=state.max_steps, loss=logs["loss"])
+        elif any(k.startswith("eval_") for k in logs):
+            emit("eval", step=state.global_step, **{k: v for k, v in logs.items() if k.startswith("eval_")})
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            emit("train_end", stage=self.stage, step=state.global_step)
+
+
+class CheckpointPolicyCallback(TrainerCallback):
+    """Checkpoint every `minutes` (on top of save_steps), and on SIGTERM: save, then stop.
+
+    SIGTERM is what spot interruptions and `cloudft stop` send; the trainer finishes the current step,
+    saves a checkpoint, and the process exits with EXIT_INTERRUPTED.
+    """
+
+    def __init__(self, minutes: float = 0.0):
+        self.minutes = minutes
+        self.last_save = time.monotonic()
+        self.interrupted = False
+        self._previous = None
+
+    def install(self) -> None:
+        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        if not self.interrupted:
+            log("SIGTERM received: saving a checkpoint, then exiting")
+        self.interrupted = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.interrupted:
+            control.should_save = True
+            control.should_training_stop = True
+        elif self.minutes and time.monotonic() - self.last_save >= self.minutes * 60:
+            control.should_save = True
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last_save = time.monotonic()
+        if state.is_world_process_zero:
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                mark_complete(ckpt)

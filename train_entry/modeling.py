@@ -1,0 +1,103 @@
+"""Load the tokenizer and model for a run, with quantization (QLoRA) and the PEFT method from the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import PeftConfig, RunConfig
+from .events import log
+from .runtime import torch_dtype
+
+
+def load_tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(source)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def quantization_config(peft: PeftConfig, precision: str):
+    """bitsandbytes config for `qlora` (NF4 + double quant by default), None otherwise."""
+    if peft.type != "qlora" or peft.quantization is None:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    q = peft.quantization
+    compute = torch_dtype(precision) if q.compute_dtype == "auto" else getattr(__import__("torch"), q.compute_dtype)
+    if q.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
+                              bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=compute)
+
+
+def load_model(cfg: RunConfig, precision: str, *, task: str = "causal_lm", num_labels: int = 1,
+               base: Optional[str] = None):
+    """The base model in the run's precision (quantized for qlora)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(precision)}
+    quant = quantization_config(cfg.peft, precision)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        if torch.cuda.is_available():
+            from .runtime import world
+
+            kwargs["device_map"] = {"": world().local_rank}
+    source = base or cfg.base_model
+    if task == "sequence_classification":
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.training.gradient_checkpointing)
+    return model
+
+
+def peft_config(peft: PeftConfig, task_type: str = "CAUSAL_LM", tokenizer_source: Optional[str] = None):
+    """The peft library's config for `peft.type` (None for full fine-tuning)."""
+    import peft as p
+
+    kind = peft.type
+    if kind == "none":
+        return None
+    if kind in ("lora", "qlora", "dora"):
+        return p.LoraConfig(r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout,
+                            target_modules=peft.target_modules, modules_to_save=peft.modules_to_save,
+                            use_dora=kind == "dora", task_type=task_type)
+    if kind == "prefix":
+        return p.PrefixTuningConfig(num_virtual_tokens=peft.num_virtual_tokens, task_type=task_type,
+                                    prefix_projection=peft.prefix_projection,
+                                    encoder_hidden_size=peft.encoder_hidden_size)
+    if kind == "prompt":
+        if peft.prompt_tuning_init_text:
+            return p.PromptTuningConfig(num_virtual_tokens=peft.num_virtual_tokens, task_type=task_type,
+                                        prompt_tuning_init=p.PromptTuningInit.TEXT,
+                                        prompt_tuning_init_text=peft.prompt_tuning_init_text,
+                                        tokenizer_name_or_path=tokenizer_source)
+        return p.PromptTuningConfig(num_virtual_tokens=peft.num_virtual_tokens, task_type=task_type)
+    if kind == "p_tuning":
+        return p.PromptEncoderConfig(num_virtual_tokens=peft.num_virtual_tokens, task_type=task_type,
+                                     encoder_hidden_size=peft.encoder_hidden_size,
+                                     encoder_reparameterization_type=peft.encoder_reparameterization_type)
+    raise ValueError(f"unknown peft type {kind}")
+
+
+def attach_adapter(model, init_adapter: Optional[Path]):
+    """Continue training the previous stage's adapter (multi-stage runs)."""
+    if init_adapter is None:
+        return model
+    from peft import PeftModel
+
+    log(f"starting from the adapter in {init_adapter}")
+    return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+
+
+def is_adapter_dir(path: Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
