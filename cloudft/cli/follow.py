@@ -25,6 +25,8 @@ def follow_run(provider, rec):
     """Stream `rec`'s log until it ends; Ctrl-C asks the run to stop (it checkpoints first)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from rich.markup import escape
+
     from ..registry import Registry
 
     out = console()
@@ -37,7 +39,7 @@ def follow_run(provider, rec):
                 event = parse_event(line)
                 if event is None:
                     if line.strip():
-                        progress.console.print(f"[dim]{line}[/]", markup=True, highlight=False)
+                        progress.console.print(f"[dim]{escape(line)}[/]", markup=True, highlight=False)
                     continue
                 kind = event.get("event")
                 if kind == "train_start":
