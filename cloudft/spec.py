@@ -229,7 +229,7 @@ def _problems(exc: ValidationError, doc: Optional[LocatedDoc], prefix: tuple = (
             continue
         seen.add(key)
         if doc is not None:
-            line, col = doc.where(full)
+            line, col = doc.where(full) if kind in ("extra_forbidden", "missing") else doc.value_where(full)
             path = doc.path
         else:
             line = col = None

@@ -42,6 +42,10 @@ class LocatedDoc:
                 return (None, None)
             loc = loc[:-1]
 
+    def value_where(self, loc: Loc) -> tuple[Optional[int], Optional[int]]:
+        """Position of the value at `loc` (where a wrong value is), else as `where`."""
+        return self.positions.get(tuple(loc)) or self.where(loc)
+
     def problem(self, loc: Loc, message: str, fix: Optional[str] = None) -> Problem:
         line, col = self.where(loc)
         return Problem(self.path, line, col, ".".join(str(p) for p in loc), message, fix)

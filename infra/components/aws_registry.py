@@ -21,7 +21,7 @@ class ImageRepository(pulumi.ComponentResource):
             f"{name}-repo", image_tag_mutability="IMMUTABLE", image_scanning_configuration={"scan_on_push": True},
             encryption_configurations=[{"encryption_type": "KMS", "kms_key": kms_key_arn}],
             force_delete=force_delete, tags=tags, opts=child)
-        aws.ecr.LifecyclePolicy(f"{name}-lifecycle", repository=self.repository.name, policy=pulumi.Output.json_dumps({
+        aws.ecr.LifecyclePolicy(f"{name}-image-lifecycle", repository=self.repository.name, policy=pulumi.Output.json_dumps({
             "rules": [{"rulePriority": 1, "description": f"keep the last {keep_images} images",
                        "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": keep_images},
                        "action": {"type": "expire"}}]}), opts=child)

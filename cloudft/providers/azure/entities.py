@@ -158,12 +158,9 @@ def choose_compute(plan: "Plan", section: AzureSection) -> ComputeChoice:
 # -- environment -------------------------------------------------------------------------------------
 
 def _train_entry_dir() -> Path:
-    import importlib.util
+    import train_entry.config  # light: pydantic only
 
-    spec = importlib.util.find_spec("train_entry")
-    if spec is None or not spec.origin:
-        raise CloudftError("train_entry is not importable", hint="install cloudft with its train_entry package")
-    return Path(spec.origin).parent
+    return Path(train_entry.config.__file__).resolve().parent
 
 
 def pip_requirements() -> list[str]:
@@ -376,7 +373,7 @@ def build(plan: "Plan", section: AzureSection, code_dir: Path) -> Build:
 
     if not plan.multi_stage:
         st = plan.stages[0]
-        job = _stage_job(plan, st, section, env_ref, choice, code, _stage_inputs(plan, st))
+        job = _stage_job(plan, st, section, env_ref, choice, code, _stage_inputs(plan, st))._to_job()
         job.name = job_name(plan)
         job.experiment_name = experiment
         job.display_name = plan.run_id

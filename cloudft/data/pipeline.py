@@ -1,0 +1,277 @@
+"""The streaming validate/prepare pipeline shared by `cloudft data`, the plan's resolver and the submit check.
+
+Per record: read (readers) → map columns → normalise to the canonical form (formats) → token length →
+exact duplicate → split by hash → prompt leakage → near duplicate (optional) → PII (optional) → out.
+A record that fails a check goes to the quarantine file with its reason; nothing is dropped silently, so
+`records_in == records_out + quarantined`. Memory is bounded by the per-record digests (≈100 bytes each),
+never by the data itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import IO, Any, Iterator, Optional
+
+from ..errors import CloudftError
+from .formats import (METHOD_KINDS, SOURCE_TO_CANONICAL, detect_format, make_mapper, normalise, prompt_key,
+                      record_text, shape_error, source_field)
+from .problems import DataProblem, RecordError, Summary
+from .readers import RawItem, iter_raw
+from .tokens import CHARS_PER_TOKEN_BOUND, TokenCounter
+from .version import assign_split, canonical_line, record_digest
+
+DETECT_WINDOW = 100
+MIN_EXAMPLES, FEW_EXAMPLES, MIN_VALIDATION = 50, 500, 50
+MAX_EXAMPLES = 5  # examples of leakage listed in the warnings
+
+
+@dataclass
+class Options:
+    """What to check and how. `holdout` maps held-out split names to fractions (hash split of train)."""
+
+    format: str = "auto"
+    columns: Optional[dict[str, str]] = None
+    method: str = "sft"
+    max_length: Optional[int] = None
+    counter: Optional[TokenCounter] = None
+    tokenizer_note: str = "skipped: no tokenizer given"
+    near_dup: Optional[float] = None
+    pii: bool = False
+    holdout: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 1024
+
+
+@dataclass
+class Out:
+    """One accepted record."""
+
+    split: str
+    line: str
+    digest: bytes
+    record: dict
+
+
+class Pipeline:
+    """Validates files one after another (train first), sharing duplicate and leakage state between them."""
+
+    def __init__(self, options: Options, quarantine: Optional[IO[str]] = None):
+        self.opt = options
+        self.summary = Summary(tokenizer=options.tokenizer_note)
+        self.quarantine = quarantine
+        self.source_format: Optional[str] = None if options.format == "auto" else str(options.format)
+        self._mapper = make_mapper(options.columns)
+        self._files: list[str] = []
+        self._seen: dict[bytes, int] = {}
+        self._prompts: dict[bytes, int] = {}
+        self._track_prompts = False
+        self._near = None
+        self._where: dict[int, str] = {}  # near-dup key (file ref | line) -> split
+        self._leaks: list[str] = []
+        self._leak_count = 0
+        if options.near_dup:
+            from .dedup import NearDupIndex
+
+            self._near = NearDupIndex(options.near_dup)
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+    def _loc(self, ref: int) -> str:
+        return f"{self._files[ref >> 40]}:{ref & ((1 << 40) - 1)}"
+
+    def _warn(self, problem: DataProblem) -> None:
+        self.summary.add(problem)
+
+    def _reject(self, problem: DataProblem, raw: Any) -> None:
+        s = self.summary
+        s.add(problem)
+        s.quarantined += 1
+        if self.quarantine is not None:
+            entry = problem.to_dict()
+            entry["record"] = raw
+            self.quarantine.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self, path: str | Path, split: str = "train", display: Optional[str] = None) -> Iterator[Out]:
+        """Stream the accepted records of one file. `split` is the file's role (train or validation)."""
+        name = display or str(path)
+        self._files.append(name)
+        file_ref = (len(self._files) - 1) << 40
+        if split != "train":
+            self._track_prompts = True
+        items = iter_raw(path, warn=self._warn, display=name)
+        items = self._detect(items, name)
+        prompt_only = self.opt.method == "rl"
+        fmt = self.source_format or "prompt_completion"
+        batch: list[tuple[RawItem, dict]] = []
+        for item in items:
+            self.summary.records_in += 1
+            if item.problem is not None:
+                self._reject(item.problem, item.raw)
+                continue
+            try:
+                rec = normalise(self._mapper(item.obj), fmt, prompt_only=prompt_only)
+            except RecordError as exc:
+                self._reject(DataProblem(name, item.line, source_field(self.opt.columns, exc.field), exc.reason,
+                                         exc.message, exc.fix), _raw(item))
+                continue
+            batch.append((item, rec))
+            if len(batch) >= self.opt.batch_size:
+                yield from self._flush(batch, name, file_ref, split)
+                batch = []
+        if batch:
+            yield from self._flush(batch, name, file_ref, split)
+
+    def _detect(self, items: Iterator[RawItem], name: str) -> Iterator[RawItem]:
+        """Fix the source format from the first records (unless the spec sets it); check it fits the method."""
+        head: list[RawItem] = []
+        if self.source_format is None:
+            found: dict[str, int] = {}
+            for item in items:
+                head.append(item)
+                if item.problem is None:
+                    try:
+                        fmt = detect_format(self._mapper(item.obj))
+                    except RecordError:
+                        fmt = None
+                    if fmt:
+                        found[fmt] = found.get(fmt, 0) + 1
+                if len(head) >= DETECT_WINDOW:
+                    break
+            if not found:
+                first = next((i.obj for i in head if isinstance(i.obj, dict)), None)
+                if first is not None:
+                    raise shape_error(name, list(first), self.opt.method)
+                return iter(head)  # nothing readable: every record is reported by run()
+            self.source_format = max(found, key=found.get)
+        canonical = SOURCE_TO_CANONICAL[self.source_format]
+        if self.summary.format is None:
+            kinds = METHOD_KINDS.get(self.opt.method, tuple(SOURCE_TO_CANONICAL.values()))
+            if canonical not in kinds:
+                raise CloudftError(
+                    f"{name}: {self.source_format} records ({canonical}), but the '{self.opt.method}' method "
+                    f"trains on {' or '.join(kinds)} data",
+                    hint=f"give this stage {kinds[0]} data, or set data.format if the detection is wrong")
+            self.summary.format = canonical
+        return chain(head, items)
+
+    def _flush(self, batch: list[tuple[RawItem, dict]], name: str, file_ref: int, split: str) -> Iterator[Out]:
+        lines = [canonical_line(rec) for _, rec in batch]
+        lengths = self._lengths(batch, lines)
+        for (item, rec), line, length in zip(batch, lines, lengths):
+            if length is not None:
+                self._reject(DataProblem(name, item.line, "record", "too_long", length), _raw(item))
+                continue
+            digest = record_digest(line)
+            key = digest[:16]
+            ref = file_ref | item.line
+            first = self._seen.get(key)
+            if first is not None:
+                self._reject(DataProblem(name, item.line, "record", "duplicate",
+                                         f"same record as {self._loc(first)}"), _raw(item))
+                continue
+            self._seen[key] = ref
+            rec_split = split
+            pkey = prompt_key(rec) if (self.opt.holdout or self._track_prompts) else None
+            if self.opt.holdout and split == "train":
+                rec_split = assign_split(pkey or line, self.opt.holdout)
+            if self._near is not None and self._near_dup(rec, ref, rec_split, name, item):
+                continue
+            if pkey is not None and self._track_prompts:
+                self._prompt_leak(pkey, ref, rec_split, name, item.line)
+            if self.opt.pii:
+                from .pii import find_pii
+
+                kinds = find_pii(record_text(rec))
+                if kinds:
+                    self.summary.add(DataProblem(name, item.line, "record", "pii", f"looks like: {', '.join(kinds)}"))
+            self.summary.records_out += 1
+            self.summary.splits[rec_split] = self.summary.splits.get(rec_split, 0) + 1
+            yield Out(rec_split, line, digest, rec)
+
+    def _lengths(self, batch: list[tuple[RawItem, dict]], lines: list[str]) -> list[Optional[str]]:
+        """For each record: None when it fits max_length, else the message saying how long it is."""
+        out: list[Optional[str]] = [None] * len(batch)
+        limit = self.opt.max_length
+        if not limit:
+            return out
+        bound = limit * CHARS_PER_TOKEN_BOUND
+        todo = []
+        for i, line in enumerate(lines):
+            if len(line) > bound:
+                out[i] = (f"{len(line)} characters: longer than max_length={limit} tokens for any tokenizer "
+                          f"(over {CHARS_PER_TOKEN_BOUND} characters per token)")
+            else:
+                todo.append(i)
+        counter = self.opt.counter
+        if counter is not None and todo:
+            for i, n in zip(todo, counter.lengths([batch[i][1] for i in todo])):
+                if n > limit:
+                    out[i] = f"{n} tokens, max_length is {limit}"
+        return out
+
+    def _near_dup(self, rec: dict, ref: int, split: str, name: str, item: RawItem) -> bool:
+        """Quarantine a near-duplicate of an earlier record (noting when it crosses splits)."""
+        other = self._near.check(ref, record_text(rec))
+        if other is None:
+            self._where[ref] = split
+            return False
+        other_split = self._where.get(other, "train")
+        cross = f" ({other_split} split; removed from {split} to prevent leakage)" if other_split != split else ""
+        if cross:
+            self._leak(f"{name}:{item.line} ({split}) is a near-duplicate of {self._loc(other)} ({other_split})")
+        self._reject(DataProblem(name, item.line, "record", "near_duplicate",
+                                 f"near-duplicate of {self._loc(other)}{cross}"), _raw(item))
+        return True
+
+    def _prompt_leak(self, pkey: str, ref: int, split: str, name: str, line: int) -> None:
+        """Warn when a prompt appears in two splits (exact leakage); both records are kept."""
+        pd = record_digest(pkey)[:12]
+        self._prompts.setdefault(pd + split.encode()[:4], ref)
+        for other_split in ("train", "validation", "test"):
+            if other_split == split:
+                continue
+            other = self._prompts.get(pd + other_split.encode()[:4])
+            if other is not None:
+                self.summary.add(DataProblem(name, line, "prompt", "leakage",
+                                             f"same prompt as {self._loc(other)} in the {other_split} split"))
+                self._leak(f"{name}:{line} ({split}) has the same prompt as {self._loc(other)} ({other_split})")
+                return
+
+    def _leak(self, example: str) -> None:
+        self._leak_count += 1
+        if len(self._leaks) < MAX_EXAMPLES:
+            self._leaks.append(example)
+
+    def finish(self) -> Summary:
+        """Close the run: add the leakage examples and the 'should you fine-tune' advice to the warnings."""
+        s = self.summary
+        if self._leaks:
+            s.warnings.append(f"leakage between splits ({self._leak_count} records), e.g.: " + "; ".join(self._leaks))
+        s.warnings.extend(advice(s.splits, s.format))
+        assert s.balanced(), f"records_in {s.records_in} != out {s.records_out} + quarantined {s.quarantined}"
+        return s
+
+
+def _raw(item: RawItem) -> Any:
+    return item.raw if item.raw is not None else item.obj
+
+
+def advice(splits: dict[str, int], fmt: Optional[str] = None) -> list[str]:
+    """'Should you fine-tune at all?' from the data size, and whether the validation split is big enough."""
+    train, val = splits.get("train", 0), splits.get("validation", 0)
+    out = []
+    if train < MIN_EXAMPLES:
+        out.append(f"only {train} training examples: with fewer than {MIN_EXAMPLES}, prompting (few-shot examples "
+                   "in the prompt, or retrieval) is likely better than fine-tuning")
+    elif train < FEW_EXAMPLES:
+        out.append(f"{train} training examples is few: under ~{FEW_EXAMPLES}, fine-tuning often overfits or "
+                   "changes little; compare against a prompted baseline")
+    if train >= MIN_EXAMPLES and val < MIN_VALIDATION:
+        total = train + val
+        need = min(0.49, MIN_VALIDATION / max(total, 1))
+        what = f"the validation split has only {val} records" if val else "there is no validation split"
+        out.append(f"{what}: at least {MIN_VALIDATION} are needed for a stable eval loss; "
+                   f"set data.validation_split to {need:.2f} or more, or give data.validation")
+    return out

@@ -1,0 +1,140 @@
+"""Generate candidate answer pairs: two samples per prompt from one model, or one from each of two models.
+
+A model is a run id (resolved through the registry and its provider's artifacts), a model directory, or a PEFT
+adapter directory (`adapter_config.json`: the base model is loaded first, then the adapter). torch,
+transformers and peft are imported only here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from ..errors import CloudftError
+
+
+@dataclass
+class Sampling:
+    """Generation settings, recorded with every pair."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 0
+    max_new_tokens: int = 128
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.temperature <= 0:
+            raise CloudftError("--temperature must be > 0 (sampling two different answers needs randomness)")
+        if not 0 < self.top_p <= 1:
+            raise CloudftError("--top-p must be in (0, 1]")
+        if self.top_k < 0 or self.max_new_tokens < 1:
+            raise CloudftError("--top-k must be >= 0 and --max-new-tokens >= 1")
+
+
+def load_prompts(path: str | Path) -> list[dict]:
+    """Prompts from JSONL (`prompt`: string or messages, optional `id`) or a text file (one prompt a line)."""
+    path = Path(path)
+    if not path.exists():
+        raise CloudftError(f"prompts file {path} does not exist")
+    out: list[dict] = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            if path.suffix not in (".jsonl", ".json"):
+                out.append({"id": f"q-{n}", "prompt": line.rstrip("\n")})
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CloudftError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+            prompt = rec.get("prompt") if isinstance(rec, dict) else None
+            if not (isinstance(prompt, str) and prompt.strip()) and not isinstance(prompt, list):
+                raise CloudftError(f"{path}:{n}: needs a 'prompt' (a string or a list of messages)")
+            out.append({"id": str(rec.get("id", rec.get("prompt_id", f"q-{n}"))), "prompt": prompt})
+    if not out:
+        raise CloudftError(f"prompts file {path} has no prompts")
+    return out
+
+
+def resolve_model(ref: str) -> Path:
+    """A run id or a path → the directory to load (model or adapter)."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        if not path.is_dir() or not ((path / "config.json").exists() or (path / "adapter_config.json").exists()):
+            raise CloudftError(f"{ref} is neither a model directory (config.json) nor an adapter directory "
+                               "(adapter_config.json)")
+        return path
+    from ..providers import get_provider
+    from ..registry import Registry
+
+    rec = Registry().get(ref)
+    out = Path(get_provider(rec.provider).artifacts(rec))
+    if not out.is_dir():
+        raise CloudftError(f"run {rec.run_id} has no output directory yet ({out})",
+                           hint="wait for the run to complete (`cloudft status RUN`)")
+    return out
+
+
+def load_model(path: Path) -> tuple[Any, Any]:
+    """(model, tokenizer) with the real from_pretrained; adapters load their base model first."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter_cfg = path / "adapter_config.json"
+    if adapter_cfg.exists():
+        from peft import PeftModel
+
+        base = json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
+        if not base:
+            raise CloudftError(f"{adapter_cfg} names no base_model_name_or_path")
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(path))
+        tok_dir = path if (path / "tokenizer_config.json").exists() else base
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(path))
+        tok_dir = path
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def _encode(tokenizer: Any, prompt: Any) -> Any:
+    if isinstance(prompt, list):
+        return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt",
+                                             return_dict=True)
+    return tokenizer(prompt, return_tensors="pt")
+
+
+def sample(model: Any, tokenizer: Any, prompt: Any, n: int, s: Sampling) -> list[str]:
+    """`n` sampled completions (new tokens only, special tokens removed)."""
+    import torch
+
+    enc = _encode(tokenizer, prompt)
+    with torch.no_grad():
+        out = model.generate(**enc, do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                             max_new_tokens=s.max_new_tokens, num_return_sequences=n,
+                             pad_token_id=tokenizer.pad_token_id)
+    start = enc["input_ids"].shape[1]
+    return [tokenizer.decode(seq[start:], skip_special_tokens=True) for seq in out]
+
+
+def generate_pairs(prompts: list[dict], model_a: str, model_b: Optional[str], s: Sampling) -> Iterator[dict]:
+    """Yield one pair per prompt: two samples of `model_a`, or one of `model_a` and one of `model_b`."""
+    import torch
+
+    s.check()
+    torch.manual_seed(s.seed)
+    ma, ta = load_model(resolve_model(model_a))
+    mb, tb = load_model(resolve_model(model_b)) if model_b else (None, None)
+    settings = asdict(s)
+    for i, p in enumerate(prompts):
+        if mb is None:
+            a, b = sample(ma, ta, p["prompt"], 2, s)
+        else:
+            a, b = sample(ma, ta, p["prompt"], 1, s)[0], sample(mb, tb, p["prompt"], 1, s)[0]
+        yield {"pair_id": f"p-{i + 1:06d}", "prompt_id": p["id"], "prompt": p["prompt"], "response_a": a,
+               "response_b": b, "model_a": model_a, "model_b": model_b or model_a, "generation": settings}

@@ -1,0 +1,94 @@
+"""Export consolidated labels as a versioned DPO dataset (prompt/chosen/rejected), optionally KTO-style
+unpaired labels, through `cloudft.data.version.write_dataset`.
+
+Beside the dataset: `labels.jsonl` (every individual label, un-swapped, with its display position),
+`provenance.jsonl` (votes and annotators per exported pair; TRL never sees these columns),
+`quarantine.jsonl` (every item left out, with its reason: nothing is dropped silently) and the agreement report
+(`agreement.json`, `agreement.md`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from .agreement import agreement_report, render_report
+from .pairs import write_jsonl
+from .store import Store
+
+
+def _as_completion(prompt: Any, text: str) -> Any:
+    """Conversational prompts get conversational completions (TRL's two preference forms)."""
+    return [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
+
+
+def build_records(items: dict[str, dict], consolidated: dict[str, dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """(dpo_records, provenance, quarantine) from consolidated items, in item order."""
+    dpo, prov, quarantine = [], [], []
+    for pid, item in items.items():
+        c = consolidated.get(pid)
+        if c is None:
+            quarantine.append({"pair_id": pid, "reason": "no labels", "votes": None})
+            continue
+        if c["winner"] is None:
+            quarantine.append({"pair_id": pid, "reason": c["reason"], "votes": c["votes"]})
+            continue
+        win, lose = ("response_a", "response_b") if c["winner"] == "a" else ("response_b", "response_a")
+        if item[win].strip() == item[lose].strip():
+            quarantine.append({"pair_id": pid, "reason": "identical responses", "votes": c["votes"]})
+            continue
+        dpo.append({"prompt": item["prompt"], "chosen": _as_completion(item["prompt"], item[win]),
+                    "rejected": _as_completion(item["prompt"], item[lose])})
+        prov.append({"pair_id": pid, "winner": c["winner"], "votes": c["votes"], "annotators": c["annotators"],
+                     "model_chosen": item.get("model_" + win[-1]), "model_rejected": item.get("model_" + lose[-1])})
+    return dpo, prov, quarantine
+
+
+def kto_records(dpo: list[dict]) -> list[dict]:
+    """Unpaired labels: each chosen answer is desirable, each rejected one undesirable."""
+    out = []
+    for r in dpo:
+        out.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True})
+        out.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False})
+    return out
+
+
+def write_report(report: dict, out_dir: str | Path) -> Path:
+    """agreement.json + agreement.md in `out_dir`; returns the Markdown path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "agreement.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    md = out / "agreement.md"
+    md.write_text(render_report(report), encoding="utf-8")
+    return md
+
+
+def export(store: Store, out_dir: str | Path, *, kto: bool = False, min_votes: int = 1,
+           min_agreement: float = 0.5, splits: Optional[dict[str, float]] = None) -> dict[str, Any]:
+    """Write the DPO dataset (and `kto/` when asked) with sidecars; returns a summary with the manifests."""
+    from ..data.version import write_dataset
+    from ..errors import CloudftError
+
+    out = Path(out_dir)
+    labels = store.labels()
+    if not labels:
+        raise CloudftError(f"{store.path} holds no labels yet", hint="label some items first (`cloudft label serve`)")
+    report = agreement_report(labels, min_votes=min_votes, min_agreement=min_agreement)
+    dpo, prov, quarantine = build_records(store.items(), report["consolidated"])
+    if not dpo:
+        raise CloudftError("no item has a majority winner, so there is no preference pair to export",
+                           hint="see `cloudft label report`; lower --min-agreement or collect more labels")
+    sources = [{"path": str(store.path.resolve()), "kind": "label-store"}]
+    extra = {"labeling": {"pairs": len(dpo), "quarantined": len(quarantine), "labels": len(labels),
+                          "policy": report["policy"]}}
+    manifest = write_dataset(dpo, out, format="preference", sources=sources, splits=splits, extra=extra)
+    write_jsonl(prov, out / "provenance.jsonl")
+    write_jsonl(quarantine, out / "quarantine.jsonl")
+    write_jsonl(labels, out / "labels.jsonl")
+    write_report(report, out)
+    summary = {"out_dir": str(out), "pairs": len(dpo), "quarantined": len(quarantine), "manifest": manifest}
+    if kto:
+        summary["kto_manifest"] = write_dataset(kto_records(dpo), out / "kto", format="kto", sources=sources,
+                                                splits=splits, extra=extra)
+    return summary

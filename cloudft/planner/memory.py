@@ -1,0 +1,172 @@
+"""Peak GPU memory per device for one training configuration (analytic, no torch).
+
+peak = weights + trainable params + gradients + optimizer states + activations + logits/CE + reference model
+       + framework overhead (CUDA context, allocator slack)
+
+The formulas and their sources are in docs/planner.md and shared/reference/training_performance.md §3.
+All results are GiB (2^30 bytes), written `_gb` like the published tables they are checked against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from .arch import Arch
+
+GIB = float(1 << 30)
+
+# Framework overhead: CUDA context + cuBLAS workspace + allocator fragmentation (reference §3.1: ~0.5-1.5 GB
+# plus 5-10%). Constants fitted on two points only (Qwen-7B LoRA at 256 and 8192 tokens), see docs/planner.md.
+OVERHEAD_FIXED_GB = 1.15
+OVERHEAD_FRACTION = 0.114
+NF4_BYTES = 4.127 / 8  # NF4 with double quantization, incl. absmax constants (reference §3.1)
+INT8_BYTES = 1.02  # LLM.int8 weights + row scales
+CE_CHUNK_TOKENS = 256  # TRL chunked_nll / Liger fused CE work in chunks
+
+LORA_FAMILY = ("lora", "qlora", "dora")
+PROMPT_FAMILY = ("prefix", "prompt", "p_tuning")
+# Sequences the policy runs per example: chosen + rejected for pairwise methods.
+SEQUENCES_PER_EXAMPLE = {"sft": 1, "dpo": 2, "orpo": 2, "kto": 2, "reward": 2, "rl": 1}
+REFERENCE_METHODS = ("dpo", "kto", "rl")
+
+
+@dataclass
+class Setup:
+    """What is trained and how: everything the memory estimate depends on besides the architecture."""
+
+    method: str = "sft"
+    peft: str = "lora"  # none | lora | qlora | dora | prefix | prompt | p_tuning
+    r: int = 16
+    target_modules: Union[str, list[str]] = "all-linear"
+    modules_to_save: list[str] = field(default_factory=list)
+    quant_bits: Optional[int] = None  # 4 (NF4/GPTQ) or 8; None: 16-bit weights
+    dtype_bytes: int = 2  # bf16/fp16 = 2, fp32 = 4
+    optimizer: str = "adamw_torch"
+    seq_len: int = 1024
+    micro_batch: int = 1
+    gradient_checkpointing: bool = False
+    loss: str = "hf"  # hf (full logits in memory) | chunked (TRL chunked_nll) | fused (Liger)
+    attention: str = "flash"  # flash / sdpa (no S^2 term) | eager
+    lora_dropout: float = 0.0
+    adapter_bytes: int = 4  # PEFT keeps adapters in fp32 (autocast_adapter_dtype=True)
+    num_virtual_tokens: int = 20
+    shard_devices: int = 1  # >1: FSDP/ZeRO-3 shards weights, grads and optimizer states over this many GPUs
+
+    @property
+    def tokens(self) -> int:
+        """Tokens held in one micro-batch (both sequences for pairwise methods)."""
+        return self.micro_batch * self.seq_len * SEQUENCES_PER_EXAMPLE.get(self.method, 1)
+
+
+def _adapted(arch: Arch, setup: Setup) -> list[tuple[int, int]]:
+    """(in, out) of every adapted linear in one layer."""
+    mods = arch.linears()
+    if setup.target_modules == "all-linear":
+        return [m for group in mods.values() for m in group]
+    wanted = set(setup.target_modules)
+    return [m for name, group in mods.items() if name in wanted for m in group]
+
+
+def trainable_params(arch: Arch, setup: Setup) -> int:
+    """Parameters that get gradients and optimizer states."""
+    if setup.peft == "none":
+        return arch.params
+    extra = 0
+    for name in setup.modules_to_save:
+        if name in ("embed_tokens", "lm_head", "wte", "embed_out"):
+            extra += arch.vocab * arch.hidden
+    if setup.peft in PROMPT_FAMILY:
+        per = arch.layers * 2 * arch.kv_dim if setup.peft == "prefix" else arch.hidden
+        return setup.num_virtual_tokens * per + extra
+    adapted = _adapted(arch, setup)
+    lora = sum(setup.r * (i + o) for i, o in adapted)
+    if setup.peft == "dora":
+        lora += sum(o for _, o in adapted)
+    return arch.layers * lora + extra
+
+
+def _optimizer_bytes(setup: Setup, full: bool) -> float:
+    """Optimizer state bytes per trainable parameter."""
+    opt = setup.optimizer
+    if opt == "sgd":
+        return 0.0
+    if "8bit" in opt:
+        return 2.0
+    # torch AdamW keeps m and v in the parameter's dtype: fp32 adapters → 8 B; bf16 full fine-tuning → 4 B.
+    return 2.0 * (setup.dtype_bytes if full else setup.adapter_bytes)
+
+
+def _activation_bytes_per_token_layer(arch: Arch, setup: Setup) -> float:
+    """Saved activations of one decoder layer per token (Korthikanti et al. adapted to SwiGLU + GQA, bf16)."""
+    h, kv = arch.hidden, arch.kv_dim
+    inter = arch.intermediate * (arch.experts_per_token or 1)
+    per = 16 * h + 4 * kv + 8 * inter
+    if setup.attention == "eager":
+        per += 5 * arch.heads * setup.seq_len  # attention scores + softmax + dropout mask
+    if setup.peft in LORA_FAMILY and setup.lora_dropout > 0:
+        per += 2 * sum(i for i, _ in _adapted(arch, setup))  # dropped copy of each adapted module's input
+    if setup.peft == "dora":
+        per *= 1.10  # PEFT MetaMathQA: DoRA +10% memory vs LoRA
+    return per * setup.dtype_bytes / 2
+
+
+def estimate_memory(arch: Arch, setup: Setup) -> dict[str, float]:
+    """Peak memory per device, by component (GiB), plus the parameter counts it rests on."""
+    full = setup.peft == "none"
+    shard = max(setup.shard_devices, 1)
+    dt = setup.dtype_bytes
+    # weights
+    if setup.quant_bits == 4:
+        linear_bytes = NF4_BYTES
+    elif setup.quant_bits == 8:
+        linear_bytes = INT8_BYTES
+    else:
+        linear_bytes = dt
+    weights = arch.linear_params * linear_bytes + (arch.embed_params + arch.other_params) * dt
+    # trainable state
+    n_train = trainable_params(arch, setup)
+    if full:
+        train_w = 0.0  # the weights above are the trainable parameters
+        grads = n_train * dt
+    else:
+        train_w = n_train * setup.adapter_bytes
+        grads = n_train * setup.adapter_bytes
+    optim = n_train * _optimizer_bytes(setup, full)
+    # activations
+    t = setup.tokens
+    per_layer = _activation_bytes_per_token_layer(arch, setup)
+    if setup.gradient_checkpointing:
+        acts = t * (arch.layers * 2 * arch.hidden * dt / 2 + per_layer)
+    else:
+        acts = t * arch.layers * per_layer
+    # logits and cross-entropy
+    if setup.method == "reward":
+        logits = 0.0
+    elif setup.loss in ("chunked", "fused"):
+        logits = min(t, CE_CHUNK_TOKENS) * 10 * arch.vocab
+    else:
+        logits = t * 10 * arch.vocab
+    # a separate reference model only for full fine-tuning (PEFT disables the adapter instead)
+    reference = weights if (full and setup.method in REFERENCE_METHODS) else 0.0
+    if shard > 1:
+        layer_gather = 2 * (arch.linear_params / arch.layers) * linear_bytes  # one layer unsharded, prefetched
+        weights = weights / shard + layer_gather
+        train_w, grads, optim, reference = train_w / shard, grads / shard, optim / shard, reference / shard
+    parts = {
+        "weights_gb": weights,
+        "trainable_params_gb": train_w,
+        "gradients_gb": grads,
+        "optimizer_gb": optim,
+        "activations_gb": acts,
+        "logits_gb": logits,
+        "reference_model_gb": reference,
+    }
+    subtotal = sum(parts.values())
+    parts["overhead_gb"] = OVERHEAD_FIXED_GB * GIB + OVERHEAD_FRACTION * subtotal
+    out = {k: round(v / GIB, 3) for k, v in parts.items()}
+    out = {"peak_gb_per_device": round(sum(parts.values()) / GIB, 2), **out}
+    out["params_b"] = round(arch.params / 1e9, 3)
+    out["trainable_params_m"] = round(n_train / 1e6, 2)
+    out["tokens_per_micro_batch"] = t
+    return out

@@ -1,0 +1,55 @@
+"""Deterministic names: the same spec + data gives the same job name, so an accidental resubmit is a no-op."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ...plan import Plan
+    from ...spec import JobSpec
+
+MAX_NAME = 63  # SageMaker job / pipeline / endpoint names
+
+
+def _sha(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def stage_key(spec: "JobSpec", index: int, versions: dict[str, str]) -> str:
+    """Key of one stage's work (spec content, stage index, dataset versions): names its checkpoint prefix."""
+    from ...plan import spec_digest
+
+    return _sha(spec_digest(spec), index, versions)[:12]
+
+
+def run_key(plan: "Plan") -> str:
+    """Key of a whole plan: spec content + every stage's dataset versions + the resolved aws section."""
+    from ...plan import spec_digest
+
+    versions = [s.run_config.dataset_versions for s in plan.stages]
+    return _sha(spec_digest(plan.spec), versions)[:10]
+
+
+def clean(text: str) -> str:
+    """Letters, digits and single dashes (the SageMaker name alphabet)."""
+    return re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9-]", "-", text)).strip("-")
+
+
+def job_name(spec_name: str, key: str, counter: int) -> str:
+    """`cft-NAME-KEY-N`, at most 63 characters, the NAME part shortened when needed."""
+    tail = f"-{key}-{counter}"
+    head = clean(f"cft-{spec_name}")[: MAX_NAME - len(tail)].rstrip("-")
+    return head + tail
+
+
+def pipeline_name(spec_name: str, key: str) -> str:
+    tail = f"-{key}"
+    return clean(f"cft-{spec_name}")[: MAX_NAME - len(tail)].rstrip("-") + tail
+
+
+def request_token(name: str) -> str:
+    """ClientRequestToken (32-128 chars) derived from a name: retries of the same start are deduplicated."""
+    return hashlib.sha256(name.encode()).hexdigest()[:40]
