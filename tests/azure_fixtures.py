@@ -159,12 +159,22 @@ DATASTORE = {
 }
 
 
+def pending_upload(req: Recorded) -> tuple[int, Any]:
+    """A temporary SAS blob reference for the code snapshot upload."""
+    blob = "https://cloudftsa.blob.core.windows.net/code-snapshots/" + req.path.split("/codes/")[1].split("/")[0]
+    return 200, {"blobReferenceForConsumption": {"blobUri": blob, "credential": {
+        "credentialType": "SAS", "sasUri": blob + "?sv=fake&sig=fake"}},
+        "pendingUploadId": "fake", "pendingUploadType": "TemporaryBlobReference"}
+
+
 def workspace(transport: RecordingTransport) -> RecordingTransport:
     """Answers for what the SDK looks up around uploads: the default datastore, its key, blob storage."""
     transport.add("GET", r"/datastores/workspaceblobstore\?", (200, DATASTORE))
     transport.add("GET", r"/datastores\?.*isDefault", (200, {"value": [DATASTORE]}))
     transport.add("POST", r"/datastores/workspaceblobstore/listSecrets", (200, {"secretsType": "AccountKey",
                                                                               "key": "ZmFrZS1rZXk="}))
+    transport.add("GET", r"/codes/[^/]+/versions\?.*hash=", (200, {"value": []}))  # no snapshot with this hash yet
+    transport.add("POST", r"/codes/[^/]+/versions/[^/]+/startPendingUpload", pending_upload)
     transport.add("PUT", r"\.blob\.core\.windows\.net/", (201, None))
     transport.add("PUT", r"\.blob\.core\.windows\.net/.*comp=metadata", (200, None))
     transport.add("HEAD", r"\.blob\.core\.windows\.net/", not_found)
@@ -181,4 +191,12 @@ def route_blob_storage(monkeypatch: Any, transport: RecordingTransport) -> None:
     from azure.ai.ml._artifacts import _blob_storage_helper as helper
     from azure.storage.blob import BlobServiceClient
 
+    from azure.storage.blob import ContainerClient
+
+    class _Containers:
+        @staticmethod
+        def from_container_url(url: str, credential: Any = None, **kwargs: Any) -> ContainerClient:
+            return ContainerClient.from_container_url(url, credential, transport=transport, **kwargs)
+
     monkeypatch.setattr(helper, "BlobServiceClient", functools.partial(BlobServiceClient, transport=transport))
+    monkeypatch.setattr(helper, "ContainerClient", _Containers)

@@ -19,8 +19,11 @@ SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
 TENANT = "00000000-0000-0000-0000-0000000000aa"
 
 # Azure: the property that holds a resource's name, by type token.
-_AZURE_NAME_KEYS = ("resourceGroupName", "accountName", "vaultName", "registryName", "workspaceName", "computeName",
-                    "endpointName", "deploymentName", "resourceName")
+# The input that names each Azure resource (absent: auto-named from the logical name).
+_AZURE_NAME_KEYS = {"ResourceGroup": "resourceGroupName", "StorageAccount": "accountName", "Vault": "vaultName",
+                    "Registry": "registryName", "Workspace": "workspaceName", "Compute": "computeName",
+                    "OnlineEndpoint": "endpointName", "OnlineDeployment": "deploymentName",
+                    "Component": "resourceName"}
 
 
 @dataclass
@@ -61,18 +64,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
             elif args.typ == "aws:cognito/userPoolDomain:UserPoolDomain":
                 out["userPoolId"] = inputs.get("userPoolId")
         elif args.typ.startswith("azure-native:"):
-            rid = next((inputs[k] for k in _AZURE_NAME_KEYS if inputs.get(k) and k != "resourceGroupName"
-                        and not args.typ.endswith(":ResourceGroup")), None)
-            if args.typ.endswith(":ResourceGroup"):
-                rid = inputs.get("resourceGroupName") or args.name
-            rid = rid or args.name
-            out["name"] = rid
-            out["id"] = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/{args.typ}/{rid}"
+            name = inputs.get(_AZURE_NAME_KEYS.get(args.typ.split(":")[-1], "-")) or args.name
+            out["name"] = name
+            rid = out["id"] = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/{args.typ}/{name}"
             if "identity" in inputs:
                 out["identity"] = {**inputs["identity"], "principalId": f"principal-{args.name}",
                                    "tenantId": TENANT}
             if args.typ.endswith(":Registry"):
-                out["loginServer"] = f"{rid}.azurecr.io"
+                out["loginServer"] = f"{name}.azurecr.io"
         else:
             rid = args.name
         rec = Recorded(args.typ, args.name, inputs, out, f"{rid}")

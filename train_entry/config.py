@@ -19,7 +19,7 @@ RUN_CONFIG_SCHEMA_VERSION = 1
 class StrictModel(BaseModel):
     """Base for every spec/run-config section: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=True, validate_default=True)
 
 
 class Method(str, Enum):

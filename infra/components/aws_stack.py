@@ -10,6 +10,8 @@ from typing import Any, Optional
 import pulumi
 import pulumi_aws as aws
 
+from cloudft.infra.contract import AWS_OUTPUT_KEYS
+
 from .aws_identity import AwsAccount, RoleScope, SageMakerExecutionRole
 from .aws_labeling import LabelingWorkforce
 from .aws_registry import ImageRepository
@@ -17,9 +19,6 @@ from .aws_serving import AdapterEndpoint
 from .aws_storage import SecureBucket
 from .settings import ConfigReader, resolve_dir, safe_name
 
-#: Keys every AWS stack exports (the `aws:` section of a job spec uses the same names).
-AWS_OUTPUT_KEYS = ("region", "role_arn", "bucket", "prefix", "kms_key_arn", "subnets", "security_group_ids",
-                   "repository_url", "workteam_arn", "endpoint_name")
 DEFAULT_CONSOLIDATION_DIR = "templates/ground_truth/consolidation"
 
 
@@ -150,4 +149,5 @@ def build_aws_stack(settings: AwsStackSettings) -> dict[str, Any]:
                                    endpoint_name=srv.endpoint_name, subnets=settings.subnets,
                                    security_group_ids=settings.security_group_ids, tags=tags)
         outputs["endpoint_name"] = endpoint.endpoint_name
+    assert set(AWS_OUTPUT_KEYS) <= set(outputs), "every contract key is exported"
     return outputs

@@ -47,9 +47,9 @@ def upload_if_missing(s3_client, local: Path, uri: str, kms_key: Optional[str] =
 
 def train_entry_dir() -> Path:
     """The train_entry package shipped with this cloudft."""
-    import train_entry
+    import train_entry.config  # the package may resolve as a namespace path in editable installs
 
-    return Path(train_entry.__file__).resolve().parent
+    return Path(train_entry.config.__file__).resolve().parent
 
 
 def stage_source_dir(dest: Path, run_config: "RunConfig", with_requirements: bool) -> Path:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ...errors import CloudftError
 from . import naming
 from .compute import ComputeChoice, choose
-from .staging import LAUNCHER, split_s3, stage_source_dir, upload_if_missing
+from .staging import LAUNCHER, stage_source_dir, upload_if_missing
 
 if TYPE_CHECKING:
     from ...plan import Plan, StagePlan

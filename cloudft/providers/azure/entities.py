@@ -228,8 +228,8 @@ def stage_code(plan: "Plan", dest: Path, distributed: dict[str, Any]) -> Path:
             "distributed": DistributedConfig(**distributed, launcher="platform"), "tracking": tracking})
         rc.write(dest / RUN_DIR / f"stage{st.index}.json")
     if plan.spec.secrets:
-        shutil.copy(TEMPLATES / "keyvault.py", dest / "cloudft_keyvault.py")
-        shutil.copy(TEMPLATES / "launch.py", dest / LAUNCHER)
+        shutil.copy(TEMPLATES / "cloudft_keyvault.py", dest / "cloudft_keyvault.py")
+        shutil.copy(TEMPLATES / LAUNCHER, dest / LAUNCHER)
     (dest / ".amlignore").write_text("__pycache__/\n*.pyc\n")
     return dest
 
@@ -373,7 +373,7 @@ def build(plan: "Plan", section: AzureSection, code_dir: Path) -> Build:
 
     if not plan.multi_stage:
         st = plan.stages[0]
-        job = _stage_job(plan, st, section, env_ref, choice, code, _stage_inputs(plan, st))._to_job()
+        job = _stage_job(plan, st, section, env_ref, choice, code, _stage_inputs(plan, st))
         job.name = job_name(plan)
         job.experiment_name = experiment
         job.display_name = plan.run_id
@@ -413,6 +413,13 @@ def build(plan: "Plan", section: AzureSection, code_dir: Path) -> Build:
     job.settings.default_compute = choice.compute or "serverless"
     job.settings.force_rerun = True
     return Build(job=job, environment=env, data=list(assets.values()), code_dir=code, compute=choice)
+
+
+def as_job(job: "Job") -> "Job":
+    """The standalone job entity of a `command()` node (what `job.yml` holds); other jobs unchanged."""
+    from azure.ai.ml.entities import Command
+
+    return job._to_job() if isinstance(job, Command) else job
 
 
 def data_entity(ref: AssetRef, spec_name: str) -> "Data":

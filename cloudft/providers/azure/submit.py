@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from ...errors import CloudftError
-from .entities import AZURE_STATUS, Build, build
+from .entities import AZURE_STATUS, Build, as_job, build, secret_env
 from .section import AzureSection
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def write_yaml(build_: Build, out: Path) -> list[dict[str, Any]]:
         written.append({"write": str(path), "then": f"az ml environment create --file {path}"})
     path = out / JOB_FILE
     path.unlink(missing_ok=True)
-    build_.job.dump(path)
+    as_job(build_.job).dump(path)
     loaded = load_job(path)
     validate_offline(loaded, f"{loaded.type} job")
     written.append({"write": str(path), "type": loaded.type, "then": f"az ml job create --file {path}"})
@@ -76,7 +76,7 @@ def dry_run(plan: "Plan", section: AzureSection, out_dir: Optional[str]) -> list
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()
     b = build(plan, section, out / "code")
-    validate_offline(b.job, "job")
+    validate_offline(as_job(b.job), "job")
     written = write_yaml(b, out)
     written.append({"code": str(b.code_dir), "job_name": b.job.name,
                     "compute": b.compute.compute or "serverless", "instance_type": b.compute.instance_type,
@@ -123,7 +123,7 @@ def submit(plan: "Plan", section: AzureSection, ml: Any) -> "RunRecord":
 
     run_dir = home() / "azure" / plan.run_id
     b = build(plan, section, run_dir / "code")
-    validate_offline(b.job, "job")
+    validate_offline(as_job(b.job), "job")
     assets = ensure_assets(ml, b)
     created = ml.jobs.create_or_update(b.job, experiment_name=b.job.experiment_name)
     (run_dir / "plan.json").write_text(plan.to_json())
@@ -140,6 +140,7 @@ def submit(plan: "Plan", section: AzureSection, ml: Any) -> "RunRecord":
             "base_model": plan.spec.base_model,
             "dataset_versions": plan.stages[0].run_config.dataset_versions,
             "assets": assets,
+            "secret_env": secret_env(plan.spec, section),
             "studio_url": job_studio_url(created),
             "instance_type": b.compute.instance_type, "instance_count": b.compute.instance_count,
         },

@@ -1,0 +1,244 @@
+"""`cloudft label`: candidates → labeling app or Ground Truth → agreement report → DPO dataset."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from ..errors import CloudftError
+from .output import console, print_json
+
+
+@click.group("label")
+def label_group() -> None:
+    """Human preference labeling: candidates, web app, Ground Truth, agreement, export.
+
+    \b
+      cloudft label candidates --prompts prompts.jsonl --model RUN_ID --out pairs.jsonl
+      cloudft label pilot pairs.jsonl --annotators 3 --size 20
+      cloudft label serve pairs.jsonl --annotators 5 --overlap 3
+      cloudft label report --db pairs.labels.sqlite
+      cloudft label export --db pairs.labels.sqlite --out data/prefs
+    """
+
+
+def _default_db(pairs: str, suffix: str = "labels") -> Path:
+    p = Path(pairs)
+    return p.with_name(f"{p.stem}.{suffix}.sqlite")
+
+
+# -- candidates -------------------------------------------------------------------------------------------
+@label_group.command("candidates")
+@click.option("--prompts", type=click.Path(dir_okay=False), default=None,
+              help="JSONL with a 'prompt' per line (or a .txt, one prompt a line). Default: the spec's eval.prompts.")
+@click.option("--model", "model_a", required=True, help="Run id, model directory or adapter directory.")
+@click.option("--model-b", default=None, help="A second model: one answer from each (default: two samples of --model).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default="pairs.jsonl", show_default=True)
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False), default=None,
+              help="Take prompts (eval.prompts) and max_new_tokens (eval.max_new_tokens) from this job spec.")
+@click.option("--temperature", type=float, default=0.8, show_default=True)
+@click.option("--top-p", type=float, default=0.95, show_default=True)
+@click.option("--top-k", type=int, default=0, show_default=True)
+@click.option("--max-new-tokens", type=int, default=None, help="Default: the spec's eval.max_new_tokens, else 128.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def candidates_cmd(prompts: Optional[str], model_a: str, model_b: Optional[str], out_path: str,
+                   spec_path: Optional[str], temperature: float, top_p: float, top_k: int,
+                   max_new_tokens: Optional[int], seed: int) -> None:
+    """Generate two answers per prompt and write a pairs file."""
+    from ..label.candidates import Sampling, generate_pairs, load_prompts
+    from ..label.pairs import write_jsonl
+
+    spec = None
+    if spec_path:
+        from ..spec import load_spec
+
+        spec = load_spec(spec_path)
+    if prompts:
+        plist = load_prompts(prompts)
+    elif spec is not None and spec.eval.prompts:
+        plist = [{"id": f"q-{i + 1}", "prompt": p} for i, p in enumerate(spec.eval.prompts)]
+    else:
+        raise CloudftError("no prompts", hint="pass --prompts FILE (or --spec with eval.prompts)")
+    mnt = max_new_tokens or (spec.eval.max_new_tokens if spec is not None else 128)
+    s = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=mnt, seed=seed)
+    n = write_jsonl(generate_pairs(plist, model_a, model_b, s), out_path)
+    console().print(f"wrote {n} pairs to [bold]{out_path}[/]; next: [cyan]cloudft label pilot {out_path}[/]")
+
+
+# -- the web app ----------------------------------------------------------------------------------------------
+def _run_app(pairs: list[dict], names: list[str], overlap: int, db: Path, host: str, port: int,
+             guidelines: Optional[str], seed: int, exit_when_done: bool, extra_meta: Optional[dict] = None):
+    import logging
+
+    from ..label import project_template
+    from ..label.app import create_app, serve
+    from ..label.store import Store
+
+    store = Store.open_or_create(db, pairs, names, overlap, seed=seed, extra_meta=extra_meta)
+    gpath = Path(guidelines) if guidelines else project_template("labeling", "guidelines.md")
+    if not gpath.exists():
+        raise CloudftError(f"guidelines file {gpath} does not exist")
+    app = create_app(store, gpath.read_text(encoding="utf-8"))
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+    def ready(bound: int) -> None:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        click.echo(f"label store {db} ({len(pairs)} items, overlap {overlap}); guidelines {gpath}", err=True)
+        for a in store.annotators():
+            if a["token"]:
+                click.echo(f"{a['name']}\thttp://{shown}:{bound}/a/{a['token']}/")
+        click.get_text_stream("stdout").flush()
+
+    try:
+        serve(app, host, port, on_ready=ready, stop_when=(lambda: store.remaining() == 0) if exit_when_done else None)
+    except OSError as exc:
+        raise CloudftError(f"cannot listen on {host}:{port} ({exc.strerror})", hint="pick another --port") from None
+    except KeyboardInterrupt:
+        pass
+    return store
+
+
+APP_OPTIONS = [
+    click.option("--annotators", "annotators", default="3", show_default=True,
+                 help="How many annotators (a count) or their names (alice,bob,carol)."),
+    click.option("--db", type=click.Path(dir_okay=False), default=None,
+                 help="Label store (SQLite). Default: PAIRS' name with .labels.sqlite (.pilot.sqlite for pilot)."),
+    click.option("--host", default="127.0.0.1", show_default=True),
+    click.option("--port", type=int, default=8765, show_default=True, help="0 picks a free port."),
+    click.option("--guidelines", type=click.Path(dir_okay=False), default=None,
+                 help="Markdown guidelines (default: templates/labeling/guidelines.md)."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seeds assignment order and A/B swaps."),
+]
+
+
+def _app_options(fn):
+    for opt in reversed(APP_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+@label_group.command("serve")
+@click.argument("pairs_path", metavar="PAIRS", type=click.Path(dir_okay=False))
+@_app_options
+@click.option("--overlap", type=int, default=None, help="Annotators per item (default: min(3, annotators)).")
+@click.option("--exit-when-done", is_flag=True, help="Stop the server once every assigned item is labelled.")
+def serve_cmd(pairs_path: str, annotators: str, db: Optional[str], host: str, port: int, guidelines: Optional[str],
+              seed: int, overlap: Optional[int], exit_when_done: bool) -> None:
+    """Serve the labeling app for PAIRS; prints one line per annotator: name and private URL."""
+    from ..label.pairs import load_pairs
+    from ..label.store import annotator_names
+
+    names = annotator_names(annotators)
+    pairs = load_pairs(pairs_path)
+    k = overlap if overlap is not None else min(3, len(names))
+    _run_app(pairs, names, k, Path(db) if db else _default_db(pairs_path), host, port, guidelines, seed,
+             exit_when_done)
+
+
+@label_group.command("pilot")
+@click.argument("pairs_path", metavar="PAIRS", type=click.Path(dir_okay=False))
+@_app_options
+@click.option("--size", type=int, default=20, show_default=True, help="Items in the pilot sample.")
+def pilot_cmd(pairs_path: str, annotators: str, db: Optional[str], host: str, port: int, guidelines: Optional[str],
+              seed: int, size: int) -> None:
+    """Label a small random sample with every annotator on every item, then report agreement.
+
+    Refine the guidelines until agreement is acceptable, then run `serve` on the full set.
+    """
+    from ..label.agreement import agreement_report, render_report
+    from ..label.export import write_report
+    from ..label.pairs import load_pairs
+    from ..label.store import annotator_names
+
+    if size < 1:
+        raise CloudftError("--size must be at least 1")
+    names = annotator_names(annotators)
+    if len(names) < 2:
+        raise CloudftError("a pilot needs at least 2 annotators to measure agreement", hint="--annotators 3")
+    pairs = load_pairs(pairs_path)
+    sample = random.Random(seed).sample(pairs, min(size, len(pairs)))
+    dbp = Path(db) if db else _default_db(pairs_path, "pilot")
+    store = _run_app(sample, names, len(names), dbp, host, port, guidelines, seed, True, {"pilot": "1"})
+    labels = store.labels()
+    if not labels:
+        raise CloudftError("the pilot ended before any label was given")
+    rep = agreement_report(labels)
+    click.echo(render_report(rep))
+    click.echo(f"report written to {write_report(rep, dbp.parent)}", err=True)
+
+
+# -- report and export -----------------------------------------------------------------------------------------
+STORE_OPT = click.option("--db", type=click.Path(dir_okay=False), required=True, help="The label store (SQLite).")
+POLICY_OPTS = [
+    click.option("--min-votes", type=int, default=1, show_default=True, help="Non-skip votes an item needs."),
+    click.option("--min-agreement", type=float, default=0.5, show_default=True,
+                 help="Share of non-skip votes the winner needs (a strict majority is always required)."),
+]
+
+
+def _policy(fn):
+    for opt in reversed(POLICY_OPTS):
+        fn = opt(fn)
+    return fn
+
+
+def _check_policy(min_votes: int, min_agreement: float) -> None:
+    if min_votes < 1 or not 0 <= min_agreement <= 1:
+        raise CloudftError("--min-votes must be >= 1 and --min-agreement within [0, 1]")
+
+
+@label_group.command("report")
+@STORE_OPT
+@_policy
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write agreement.md/.json here (default: beside the store).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def report_cmd(db: str, min_votes: int, min_agreement: float, out_dir: Optional[str], as_json: bool) -> None:
+    """Agreement (percent, Cohen, Fleiss, Krippendorff; with and without ties), position bias, per-annotator
+    figures and the items to review."""
+    from ..label.agreement import agreement_report, render_report
+    from ..label.export import write_report
+    from ..label.store import Store
+
+    _check_policy(min_votes, min_agreement)
+    store = Store.open(db)
+    labels = store.labels()
+    if not labels:
+        raise CloudftError(f"{db} holds no labels yet")
+    rep = agreement_report(labels, min_votes=min_votes, min_agreement=min_agreement)
+    path = write_report(rep, out_dir or Path(db).parent)
+    if as_json:
+        print_json(rep)
+    else:
+        click.echo(render_report(rep))
+        click.echo(f"written to {path}", err=True)
+
+
+@label_group.command("export")
+@STORE_OPT
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Dataset directory.")
+@click.option("--kto", is_flag=True, help="Also write KTO-style unpaired labels under OUT/kto.")
+@click.option("--validation", type=float, default=0.0, show_default=True, help="Fraction held out for validation.")
+@_policy
+@click.option("--json", "as_json", is_flag=True)
+def export_cmd(db: str, out_dir: str, kto: bool, validation: float, min_votes: int, min_agreement: float,
+               as_json: bool) -> None:
+    """Write the DPO dataset (prompt/chosen/rejected), versioned, with provenance, quarantine and report."""
+    from ..label.export import export
+    from ..label.store import Store
+
+    _check_policy(min_votes, min_agreement)
+    if not 0 <= validation < 1:
+        raise CloudftError("--validation must be in [0, 1)")
+    summary = export(Store.open(db), out_dir, kto=kto, min_votes=min_votes, min_agreement=min_agreement,
+                     splits={"validation": validation} if validation else None)
+    if as_json:
+        print_json(summary)
+        return
+    m = summary["manifest"]
+    console().print(f"wrote {summary['pairs']} preference pairs to [bold]{out_dir}[/] (version {m['version'][:12]}); "
+                    f"{summary['quarantined']} items quarantined (see quarantine.jsonl)")

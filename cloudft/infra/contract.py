@@ -1,0 +1,11 @@
+"""The stack-output contract: a Pulumi stack for a provider exports these keys, named like the job spec's provider
+section (`aws:` / `azure:`), so `--stack NAME` fills that section and spec values win over stack outputs."""
+
+from __future__ import annotations
+
+AWS_OUTPUT_KEYS: tuple[str, ...] = ("region", "role_arn", "bucket", "prefix", "kms_key_arn", "subnets",
+                                   "security_group_ids", "repository_url", "workteam_arn", "endpoint_name")
+AZURE_OUTPUT_KEYS: tuple[str, ...] = ("subscription_id", "resource_group", "workspace", "location", "compute",
+                                     "key_vault", "storage_account", "registry", "endpoint_name")
+OUTPUT_KEYS: dict[str, tuple[str, ...]] = {"aws": AWS_OUTPUT_KEYS, "azure": AZURE_OUTPUT_KEYS}
+PROVIDERS: tuple[str, ...] = tuple(OUTPUT_KEYS)

@@ -1,0 +1,124 @@
+"""`cloudft deploy/invoke/undeploy` on Azure ML managed online endpoints.
+
+Serving choice: **base + adapter**. The run's adapter output is registered as a model (no copy: its
+datastore URI), and `templates/azure/score.py` loads the base model named in the adapter's config and
+applies the adapter with PEFT. Adapters stay small and one registered model per run is cheap; when the run
+exported merged weights (`export.merge: true`) the script serves those instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from ...errors import CloudftError
+from ...registry import Registry
+from .entities import TEMPLATES, conda_spec, short_hash
+from .section import AzureSection
+
+if TYPE_CHECKING:
+    from azure.ai.ml.entities import ManagedOnlineDeployment, ManagedOnlineEndpoint
+
+    from ...registry import RunRecord
+
+DEPLOYMENT = "cloudft"
+SERVE_PIP = ["azureml-inference-server-http", "torch", "transformers", "peft", "accelerate", "safetensors",
+             "azure-identity"]
+
+
+def endpoint_name_for(run: "RunRecord", section: AzureSection, given: Optional[str]) -> str:
+    """3-32 chars, starts with a letter, letters/digits/dashes; unique per run unless given."""
+    name = given or section.endpoint_name
+    if not name:
+        digest = hashlib.sha256(run.run_id.encode()).hexdigest()[:6]
+        name = f"{re.sub(r'[^a-z0-9-]', '-', run.name.lower())[:24].strip('-')}-{digest}"
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]", name):
+        raise CloudftError(f"invalid endpoint name '{name}'",
+                           hint="3-32 characters: a letter first, then letters, digits or dashes")
+    return name
+
+
+def serve_entities(run: "RunRecord", section: AzureSection, endpoint: str, instance_type: Optional[str]
+                   ) -> tuple["ManagedOnlineEndpoint", "ManagedOnlineDeployment"]:
+    """The endpoint and its deployment (base + adapter), built offline."""
+    from azure.ai.ml.entities import (CodeConfiguration, Environment, ManagedOnlineDeployment,
+                                      ManagedOnlineEndpoint, Model, OnlineRequestSettings, ProbeSettings)
+
+    dep = section.deploy
+    sku = instance_type or dep.instance_type or run.meta.get("instance_type")
+    if not sku:
+        raise CloudftError("no GPU SKU for the endpoint",
+                           hint="pass --instance-type (e.g. Standard_NC24ads_A100_v4) or set azure.deploy.instance_type")
+    outputs = run.meta.get("outputs") or {}
+    if not outputs:
+        raise CloudftError(f"run {run.run_id} has no recorded outputs to deploy")
+    last_stage, adapter_uri = list(outputs.items())[-1]
+    model = Model(name=f"cloudft-{run.run_id}"[:255], version="1", type="custom_model", path=adapter_uri,
+                  description=f"cloudft adapter of {run.run_id} (stage {last_stage})",
+                  tags={"cloudft.run_id": run.run_id, "cloudft.base_model": str(run.meta.get("base_model"))})
+    conda = conda_spec(SERVE_PIP)
+    env = Environment(name="cloudft-serve", version=short_hash("serve", dep.image, json.dumps(conda, sort_keys=True)),
+                      image=dep.image, conda_file=conda, description="cloudft scoring runtime (base + adapter)")
+    endpoint_ent = ManagedOnlineEndpoint(name=endpoint, auth_mode=dep.auth_mode,
+                                         description=f"cloudft: {run.name}", tags={"cloudft.run_id": run.run_id})
+    env_vars = {"CLOUDFT_BASE_MODEL": str(run.meta.get("base_model") or "")}
+    secrets = run.meta.get("secret_env") or {}
+    env_vars.update(secrets)  # names only: the scoring script fetches values from Key Vault
+    deployment = ManagedOnlineDeployment(
+        name=DEPLOYMENT, endpoint_name=endpoint, model=model, environment=env,
+        code_configuration=CodeConfiguration(code=str(TEMPLATES), scoring_script="score.py"),
+        instance_type=sku, instance_count=dep.instance_count, environment_variables=env_vars,
+        request_settings=OnlineRequestSettings(request_timeout_ms=dep.request_timeout_ms,
+                                               max_concurrent_requests_per_instance=dep.max_concurrent_requests_per_instance),
+        readiness_probe=ProbeSettings(initial_delay=dep.readiness_initial_delay_s, period=10, timeout=10,
+                                      failure_threshold=30),
+        liveness_probe=ProbeSettings(initial_delay=dep.readiness_initial_delay_s, period=10, timeout=10,
+                                     failure_threshold=30),
+    )
+    return endpoint_ent, deployment
+
+
+def deploy(ml: Any, run: "RunRecord", instance_type: Optional[str] = None, endpoint_name: Optional[str] = None,
+           **_: Any) -> dict[str, Any]:
+    """Create (or update) the endpoint and the deployment, send it all traffic, remember it on the run."""
+    if run.status != "completed":
+        raise CloudftError(f"run {run.run_id} is {run.status}; deploy a completed run",
+                           hint=f"cloudft status {run.run_id}")
+    section = AzureSection.model_validate(run.meta.get("azure") or {})
+    name = endpoint_name_for(run, section, endpoint_name)
+    endpoint, deployment = serve_entities(run, section, name, instance_type)
+    ml.online_endpoints.begin_create_or_update(endpoint).result()
+    ml.online_deployments.begin_create_or_update(deployment).result()
+    endpoint.traffic = {DEPLOYMENT: 100}
+    created = ml.online_endpoints.begin_create_or_update(endpoint).result()
+    Registry().update(run.run_id, meta={"endpoint": name})
+    return {"endpoint": name, "deployment": DEPLOYMENT, "instance_type": deployment.instance_type,
+            "scoring_uri": getattr(created, "scoring_uri", None), "model": deployment.model.path,
+            "invoke": f"cloudft invoke {name} --provider azure --prompt '...'"}
+
+
+def invoke(ml: Any, endpoint: str, prompt: str, max_new_tokens: int = 128, **_: Any) -> str:
+    """Send one prompt through `online_endpoints.invoke` and return the generated text."""
+    with tempfile.TemporaryDirectory() as tmp:
+        req = Path(tmp) / "request.json"
+        req.write_text(json.dumps({"prompt": prompt, "max_new_tokens": max_new_tokens}))
+        raw = ml.online_endpoints.invoke(endpoint_name=endpoint, request_file=str(req))
+    try:
+        answer = json.loads(raw)
+        if isinstance(answer, str):  # the inference server may JSON-encode the script's JSON string
+            answer = json.loads(answer)
+    except (TypeError, ValueError):
+        return str(raw)
+    return answer.get("generated_text", json.dumps(answer)) if isinstance(answer, dict) else str(answer)
+
+
+def undeploy(ml: Any, endpoint: str) -> None:
+    """Delete the endpoint (and with it its deployments)."""
+    ml.online_endpoints.begin_delete(name=endpoint).result()
+    for rec in Registry().list(limit=500, provider="azure"):
+        if rec.meta.get("endpoint") == endpoint:
+            Registry().update(rec.run_id, meta={"endpoint": None})

@@ -1,0 +1,119 @@
+"""The `infra/azure` program: resource group, Azure ML workspace and its resources, GPU cluster, optional online
+endpoint, and the stack outputs that `cloudft submit --provider azure --stack NAME` reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import pulumi
+from pulumi_azure_native import authorization, resources
+
+from cloudft.infra.contract import AZURE_OUTPUT_KEYS
+
+from .azure_ml import GpuCluster, ManagedEndpoint, MlWorkspace
+from .settings import ConfigReader, safe_name
+
+MANAGED_NETWORK_MODES = ("Disabled", "AllowInternetOutbound", "AllowOnlyApprovedOutbound")
+
+
+@dataclass
+class ClusterSettings:
+    vm_size: str = "Standard_NC24ads_A100_v4"
+    max_nodes: int = 2
+    low_priority: bool = False
+    idle_seconds: int = 900
+    subnet_id: Optional[str] = None
+    name: Optional[str] = None
+
+
+@dataclass
+class EndpointSettings:
+    enabled: bool = False
+    name: Optional[str] = None
+    public_network_access: str = "Enabled"
+    model_id: Optional[str] = None
+    environment_id: Optional[str] = None
+    instance_type: str = "Standard_NC24ads_A100_v4"
+    instance_count: int = 1
+    environment_variables: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AzureStackSettings:
+    """Everything the Azure program reads from `Pulumi.<stack>.yaml` (see docs/infra.md)."""
+
+    name: str = "cloudft"
+    location: str = "eastus"
+    resource_group: Optional[str] = None
+    registry_sku: str = "Basic"
+    managed_network: str = "AllowInternetOutbound"
+    public_network_access: str = "Enabled"
+    tags: dict[str, str] = field(default_factory=dict)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    endpoint: EndpointSettings = field(default_factory=EndpointSettings)
+
+    def __post_init__(self) -> None:
+        if self.managed_network not in MANAGED_NETWORK_MODES:
+            raise ValueError(f"cloudft:managedNetwork must be one of {', '.join(MANAGED_NETWORK_MODES)}")
+        if self.cluster.idle_seconds < 60:
+            raise ValueError("cloudft:cluster.idleSeconds must be at least 60")
+
+    @classmethod
+    def from_config(cls, config: Any, stack: str = "dev", location: Optional[str] = None) -> "AzureStackSettings":
+        c = ConfigReader(config)
+        cl, ep = c.section("cluster"), c.section("endpoint")
+        return cls(
+            name=safe_name(c.get("name", f"cloudft-{stack}"), 16),
+            location=c.get("location", location or "eastus"),
+            resource_group=c.get("resourceGroup"),
+            registry_sku=c.get("registrySku", "Basic"),
+            managed_network=c.get("managedNetwork", "AllowInternetOutbound"),
+            public_network_access=c.get("publicNetworkAccess", "Enabled"),
+            tags=dict(c.get("tags", {})),
+            cluster=ClusterSettings(vm_size=cl.get("vmSize", "Standard_NC24ads_A100_v4"),
+                                    max_nodes=int(cl.get("maxNodes", 2)),
+                                    low_priority=bool(cl.get("lowPriority", False)),
+                                    idle_seconds=int(cl.get("idleSeconds", 900)), subnet_id=cl.get("subnetId"),
+                                    name=cl.get("name")),
+            endpoint=EndpointSettings(enabled=bool(ep.get("enabled", False)), name=ep.get("name"),
+                                      public_network_access=ep.get("publicNetworkAccess", "Enabled"),
+                                      model_id=ep.get("modelId"), environment_id=ep.get("environmentId"),
+                                      instance_type=ep.get("instanceType", "Standard_NC24ads_A100_v4"),
+                                      instance_count=int(ep.get("instanceCount", 1)),
+                                      environment_variables={str(k): str(v) for k, v in
+                                                             dict(ep.get("environmentVariables", {})).items()}),
+        )
+
+
+def build_azure_stack(settings: AzureStackSettings) -> dict[str, Any]:
+    """Declare the Azure resources; returns the stack outputs (keys `AZURE_OUTPUT_KEYS`, plus a few extras)."""
+    tags = {"managed-by": "cloudft", **settings.tags}
+    name = settings.name
+    client = authorization.get_client_config_output()
+    group = resources.ResourceGroup(f"{name}-rg", resource_group_name=settings.resource_group,
+                                    location=settings.location, tags=tags)
+    ws = MlWorkspace(name, resource_group_name=group.name, location=settings.location, tenant_id=client.tenant_id,
+                     registry_sku=settings.registry_sku, managed_network=settings.managed_network,
+                     public_network_access=settings.public_network_access, tags=tags)
+    cl = settings.cluster
+    cluster = GpuCluster(name, workspace=ws, resource_group_name=group.name, location=settings.location,
+                         subscription_id=client.subscription_id, vm_size=cl.vm_size, max_nodes=cl.max_nodes,
+                         low_priority=cl.low_priority, idle_seconds=cl.idle_seconds, subnet_id=cl.subnet_id,
+                         compute_name=cl.name)
+    outputs: dict[str, Any] = {
+        "subscription_id": client.subscription_id, "resource_group": group.name, "workspace": ws.workspace_name,
+        "location": settings.location, "compute": cluster.compute_name, "key_vault": ws.key_vault_name,
+        "storage_account": ws.storage_account_name, "registry": ws.registry_name,
+        "registry_login_server": ws.registry_login_server, "endpoint_name": None,
+    }
+    ep = settings.endpoint
+    if ep.enabled:
+        endpoint = ManagedEndpoint(name, workspace_name=ws.workspace_name, resource_group_name=group.name,
+                                   location=settings.location, endpoint_name=ep.name,
+                                   public_network_access=ep.public_network_access, model_id=ep.model_id,
+                                   environment_id=ep.environment_id, instance_type=ep.instance_type,
+                                   instance_count=ep.instance_count, environment_variables=ep.environment_variables)
+        outputs["endpoint_name"] = endpoint.endpoint_name
+    assert set(AZURE_OUTPUT_KEYS) <= set(outputs), "every contract key is exported"
+    return outputs

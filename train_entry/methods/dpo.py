@@ -1,0 +1,124 @@
+"""Direct Preference Optimization with TRL's DPOTrainer (standard or conversational prompt/chosen/rejected).
+
+Reference model:
+- LoRA family / prompt learning, new adapter: `ref_model=None`, so TRL's reference is the same weights with the
+  adapter disabled (no second copy of the model).
+- Continuing a previous stage's adapter (`init_adapter`, e.g. `stages: [sft, dpo]`): TRL copies that adapter once as
+  a frozen "ref" adapter (a few MB), so the reference is the SFT model, as DPO intends. Only "default" is saved.
+- Full fine-tuning (`peft.type: none`): the reference would be a second full copy of the weights, so the
+  reference log-probs are precomputed instead (see `precompute_pays`).
+
+This module also holds the helpers the other preference-family methods (orpo, kto, reward, rl) share:
+`load_split` (train + held-out data), `policy_model` (base + new or continued adapter) and `train_and_save`.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from typing import Any
+
+from ..context import TrainContext
+from ..data import load_dataset
+from ..events import log
+from ..modeling import attach_adapter, load_model, load_tokenizer, peft_config
+
+
+# -- shared by the preference-family methods -------------------------------------------------------
+
+def load_split(ctx: TrainContext, method: str):
+    """(train, held-out or None) datasets in canonical columns for `method`.
+
+    Held-out data is the validation file, else a seeded `data.validation_split` fraction of train
+    (train_entry.evaluate.held_out uses the same rule, so evaluation never scores training records).
+    """
+    from ..evaluate import split_held_out
+
+    cfg, layout = ctx.cfg, ctx.layout
+    train_ds, fmt = load_dataset(layout.train, cfg.data.format, method, cfg.data.columns)
+    eval_ds = None
+    if layout.validation is not None:
+        eval_ds, _ = load_dataset(layout.validation, fmt, method, cfg.data.columns)
+    elif cfg.data.validation_split > 0:
+        train_ds, eval_ds = split_held_out(train_ds, cfg.data.validation_split, cfg.training.seed)
+    return train_ds, eval_ds
+
+
+def policy_model(ctx: TrainContext, task_type: str = "CAUSAL_LM"):
+    """(model, peft_config): the base with the previous stage's adapter attached (trainable), or the base
+    plus a new adapter config for the trainer to apply (None for full fine-tuning)."""
+    model = load_model(ctx.cfg, ctx.precision)
+    if ctx.layout.init_adapter is not None:
+        return attach_adapter(model, ctx.layout.init_adapter), None
+    return model, peft_config(ctx.cfg.peft, task_type, tokenizer_source=ctx.tokenizer_source)
+
+
+def train_and_save(ctx: TrainContext, trainer) -> dict[str, Any]:
+    """Train (resuming from the newest valid checkpoint), evaluate on held-out data, save model + tokenizer.
+
+    Returns early, saving nothing final, when SIGTERM stopped the run (a checkpoint was written)."""
+    result = trainer.train(resume_from_checkpoint=ctx.resume_checkpoint())
+    metrics: dict[str, Any] = dict(result.metrics)
+    if ctx.policy.interrupted:
+        return metrics
+    if trainer.eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+    out = ctx.layout.output_dir
+    trainer.save_model(str(out))
+    if ctx.world.is_main:
+        # a frozen reference copy of a continued adapter is not part of the result
+        if (out / "ref" / "adapter_config.json").is_file():
+            shutil.rmtree(out / "ref")
+        trainer.processing_class.save_pretrained(str(out))
+    return metrics
+
+
+# -- DPO -------------------------------------------------------------------------------------------
+
+def precompute_pays(ctx: TrainContext, train_rows: int) -> bool:
+    """Precompute reference log-probs (one no-grad pass before training) when it saves something:
+
+    - full fine-tuning: the reference is not kept in memory (saves a full copy of the weights);
+    - the run makes more than one pass over the data: the reference forward is paid once, not once per epoch.
+
+    With an adapter and at most one pass, the adapter-disabled reference already costs no memory and one
+    forward per sample, and precomputing would also score samples that `max_steps` never reaches.
+    """
+    if ctx.cfg.peft.type == "none" and ctx.layout.init_adapter is None:
+        return True
+    t = ctx.cfg.training
+    per_step = t.per_device_batch_size * t.gradient_accumulation_steps * ctx.world.world_size
+    steps_per_epoch = max(1, math.ceil(train_rows / per_step))
+    passes = t.max_steps / steps_per_epoch if t.max_steps > 0 else t.epochs
+    return passes > 1
+
+
+def build_trainer(ctx: TrainContext):
+    from trl import DPOConfig, DPOTrainer
+
+    t = ctx.cfg.training
+    tokenizer = load_tokenizer(ctx.tokenizer_source)
+    train_ds, eval_ds = load_split(ctx, "dpo")
+    model, pconf = policy_model(ctx)
+    if t.max_prompt_length:
+        log("note: TRL >= 0.29 DPO has no max_prompt_length; max_length bounds prompt + completion")
+    precompute = precompute_pays(ctx, len(train_ds))
+    log(f"dpo: reference = {'precomputed log-probs' if precompute else reference_kind(ctx)}")
+    args = DPOConfig(**ctx.training_args(), max_length=t.max_length, beta=t.beta,
+                     precompute_ref_log_probs=precompute, dataset_num_proc=None)
+    return ctx.quiet(DPOTrainer(model=model, ref_model=None, args=args, train_dataset=train_ds,
+                                eval_dataset=eval_ds, processing_class=tokenizer, peft_config=pconf,
+                                callbacks=ctx.callbacks))
+
+
+def reference_kind(ctx: TrainContext) -> str:
+    if ctx.layout.init_adapter is not None:
+        return "frozen copy of the previous stage's adapter"
+    if ctx.cfg.peft.type == "none":
+        return "separate copy of the base model"
+    return "base model with the adapter disabled"
+
+
+def run(ctx: TrainContext) -> dict[str, Any]:
+    return train_and_save(ctx, build_trainer(ctx))
+
