@@ -21,6 +21,20 @@ ARM_WS = (f"https://management.azure.com/subscriptions/{SUB}/resourceGroups/{RG}
 AZURE_SECTION = {"subscription_id": SUB, "resource_group": RG, "workspace": WS, "location": "westeurope"}
 
 
+def _fake_jwt(scopes: tuple = ()) -> str:
+    """An unsigned JWT-shaped token: the SDK decodes (without verifying) the caller's oid/tid for pipelines."""
+    import base64
+
+    def part(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    claims = {"oid": "00000000-0000-0000-0000-0000000000aa", "tid": "00000000-0000-0000-0000-0000000000bb",
+              "upn": "tester@example.com", "exp": int(time.time()) + 3600}
+    if scopes:  # audience = the resource the token was asked for (the SDK checks it for the ml.azure.com scope)
+        claims["aud"] = scopes[0].rsplit("/.default", 1)[0]
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.c2ln"
+
+
 class FakeCredential:
     """A TokenCredential: what DefaultAzureCredential looks like to azure-core."""
 
@@ -29,13 +43,13 @@ class FakeCredential:
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         self.scopes.append(scopes)
-        return AccessToken("fake-token", int(time.time()) + 3600)
+        return AccessToken(_fake_jwt(scopes), int(time.time()) + 3600)
 
     def get_token_info(self, *scopes: str, options: Any = None) -> Any:
         from azure.core.credentials import AccessTokenInfo
 
         self.scopes.append(scopes)
-        return AccessTokenInfo("fake-token", int(time.time()) + 3600)
+        return AccessTokenInfo(_fake_jwt(scopes), int(time.time()) + 3600)
 
 
 @dataclass
@@ -120,7 +134,13 @@ class RecordingTransport(HttpTransport):
         resp = HTTPResponse(BytesIOSocket(_raw_response(status, payload)), method=request.method)
         resp.begin()
         if isinstance(request, RestRequest):
-            out = RestHttpClientTransportResponse(request=request, internal_response=resp)
+            class _Response(RestHttpClientTransportResponse):
+                def iter_bytes(self, **kw: Any):  # streamed reads (LRO polling, downloads)
+                    yield self.read()
+
+                iter_raw = iter_bytes
+
+            out = _Response(request=request, internal_response=resp)
             out.read()
             return out
         out = HttpClientTransportResponse(request, resp)
@@ -167,8 +187,16 @@ def pending_upload(req: Recorded) -> tuple[int, Any]:
         "pendingUploadId": "fake", "pendingUploadType": "TemporaryBlobReference"}
 
 
+API = "https://westeurope.api.azureml.ms"
+WORKSPACE = {"id": ARM_WS.split("management.azure.com")[1], "name": WS, "location": "westeurope",
+             "properties": {"discoveryUrl": f"{API}/discovery", "workspaceId": "11111111-2222-3333-4444-555555555555"}}
+
+
 def workspace(transport: RecordingTransport) -> RecordingTransport:
-    """Answers for what the SDK looks up around uploads: the default datastore, its key, blob storage."""
+    """Answers for what the SDK looks up: the workspace and its service discovery (run history), the
+    default datastore and its key, blob storage."""
+    transport.add("GET", re.escape(ARM_WS) + r"\?", (200, WORKSPACE))
+    transport.add("GET", r"/discovery", (200, {"api": API, "history": API, "experimentation": API}))
     transport.add("GET", r"/datastores/workspaceblobstore\?", (200, DATASTORE))
     transport.add("GET", r"/datastores\?.*isDefault", (200, {"value": [DATASTORE]}))
     transport.add("POST", r"/datastores/workspaceblobstore/listSecrets", (200, {"secretsType": "AccountKey",
@@ -200,3 +228,49 @@ def route_blob_storage(monkeypatch: Any, transport: RecordingTransport) -> None:
 
     monkeypatch.setattr(helper, "BlobServiceClient", functools.partial(BlobServiceClient, transport=transport))
     monkeypatch.setattr(helper, "ContainerClient", _Containers)
+
+
+class ArmStore:
+    """Answers ARM PUT/GET of workspace resources from what was PUT before (like the service would):
+    data and environment versions, jobs, models, online endpoints and deployments."""
+
+    KINDS = r"/(data|environments|models)/[^/?]+/versions/[^/?]+|/jobs/[^/?]+|/onlineEndpoints/[^/?]+(/deployments/[^/?]+)?"
+
+    def __init__(self, transport: RecordingTransport) -> None:
+        self.items: dict[str, dict] = {}
+        self.status: dict[str, str] = {}  # job name → status to report
+        transport.add("PUT", self.KINDS + r"\?", self._put)
+        transport.add("GET", self.KINDS + r"\?", self._get)
+
+    @staticmethod
+    def key(req: Recorded) -> str:
+        return req.path.rstrip("/")
+
+    def _put(self, req: Recorded) -> tuple[int, Any]:
+        status, body = echo(req)
+        props = body.setdefault("properties", {})
+        if "/onlineEndpoints/" in req.path:
+            props["provisioningState"] = "Succeeded"
+            props.setdefault("scoringUri", f"https://{req.path.split('/onlineEndpoints/')[1].split('/')[0]}"
+                                           ".westeurope.inference.ml.azure.com/score")
+        if "/jobs/" in req.path:
+            props.setdefault("status", "Queued")
+        if "/deployments/" in req.path:
+            props["scaleSettings"] = props.get("scaleSettings") or {"scaleType": "Default"}
+        if "/models/" in req.path:
+            props.setdefault("flavors", {})
+        body.setdefault("location", "westeurope")
+        self.items[self.key(req)] = body
+        return status, body
+
+    def _get(self, req: Recorded) -> tuple[int, Any]:
+        body = self.items.get(self.key(req))
+        if body is None:
+            return not_found(req)
+        name = self.key(req).split("/")[-1]
+        if "/jobs/" in req.path and name in self.status:
+            body["properties"]["status"] = self.status[name]
+        return 200, body
+
+    def created(self, kind: str) -> list[str]:
+        return [k for k in self.items if f"/{kind}/" in k]

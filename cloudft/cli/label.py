@@ -242,3 +242,80 @@ def export_cmd(db: str, out_dir: str, kto: bool, validation: float, min_votes: i
     m = summary["manifest"]
     console().print(f"wrote {summary['pairs']} preference pairs to [bold]{out_dir}[/] (version {m['version'][:12]}); "
                     f"{summary['quarantined']} items quarantined (see quarantine.jsonl)")
+
+
+# -- Ground Truth ---------------------------------------------------------------------------------------------
+def _aws_clients(region: Optional[str]):
+    from ..errors import require
+
+    boto3 = require("boto3", "aws")
+    session = boto3.session.Session(region_name=region)
+    if not session.region_name:
+        raise CloudftError("no AWS region", hint="pass --region or set AWS_REGION")
+    return session.client("s3"), session.client("sagemaker"), session.region_name
+
+
+@label_group.command("submit")
+@click.argument("pairs_path", metavar="PAIRS", type=click.Path(dir_okay=False))
+@click.option("--provider", "-p", type=click.Choice(["aws"]), required=True,
+              help="Ground Truth is AWS only; on other providers use `cloudft label serve`.")
+@click.option("--bucket", envvar="CLOUDFT_GT_BUCKET", required=True, help="S3 bucket for manifest, template, output.")
+@click.option("--prefix", default="cloudft-groundtruth", show_default=True, help="Key prefix in the bucket.")
+@click.option("--role-arn", envvar="CLOUDFT_GT_ROLE_ARN", required=True, help="Labeling job execution role.")
+@click.option("--workteam-arn", envvar="CLOUDFT_GT_WORKTEAM_ARN", required=True, help="Private workteam ARN.")
+@click.option("--region", envvar="AWS_REGION", default=None)
+@click.option("--job-name", default="", help="Default: cloudft-pref-<timestamp>.")
+@click.option("--workers", type=int, default=3, show_default=True, help="Workers per pair (1-9).")
+@click.option("--task-time-limit", type=int, default=1800, show_default=True, help="Seconds per task.")
+@click.option("--task-lifetime", type=int, default=864000, show_default=True, help="Seconds a task stays available.")
+@click.option("--pre-lambda-arn", default=None, help="Pre-annotation Lambda (default: AWS PRE-PassThrough).")
+@click.option("--consolidation-lambda-arn", default=None,
+              help="Consolidation Lambda: cloudft's (templates/ground_truth/consolidation) once deployed; "
+                   "default: AWS ACS-PassThrough.")
+@click.option("--template", "template_path", type=click.Path(dir_okay=False), default=None,
+              help="Task template (default: templates/ground_truth/pairwise.liquid.html).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the A/B display swaps.")
+@click.option("--dry-run", is_flag=True, help="Print the request and the uploads; send nothing.")
+def submit_cmd(pairs_path: str, provider: str, bucket: str, prefix: str, role_arn: str, workteam_arn: str,
+               region: Optional[str], job_name: str, workers: int, task_time_limit: int, task_lifetime: int,
+               pre_lambda_arn: Optional[str], consolidation_lambda_arn: Optional[str], template_path: Optional[str],
+               seed: int, dry_run: bool) -> None:
+    """Create a SageMaker Ground Truth labeling job for PAIRS (accounts that already use Ground Truth)."""
+    from ..label import groundtruth as gt
+    from ..label import project_template
+    from ..label.pairs import load_pairs
+
+    pairs = load_pairs(pairs_path)
+    template = Path(template_path) if template_path else project_template("ground_truth", gt.TEMPLATE_NAME)
+    cfg = gt.JobConfig(bucket=bucket, role_arn=role_arn, workteam_arn=workteam_arn, region=region or "",
+                       prefix=prefix, job_name=job_name, workers=workers, task_time_limit=task_time_limit,
+                       task_lifetime=task_lifetime, pre_lambda_arn=pre_lambda_arn,
+                       consolidation_lambda_arn=consolidation_lambda_arn, seed=seed)
+    if dry_run:
+        cfg.region = cfg.region or "us-east-1"
+        print_json(gt.submit(pairs, cfg, template, dry_run=True))
+        return
+    s3, sm, cfg.region = _aws_clients(region)
+    result = gt.submit(pairs, cfg, template, s3=s3, sagemaker=sm)
+    console().print(f"created [bold]{result['LabelingJobArn']}[/] ({result['objects']} pairs); "
+                    f"when it completes: [cyan]cloudft label collect {cfg.job_name} --region {cfg.region}[/]")
+
+
+@label_group.command("collect")
+@click.argument("job_name", metavar="JOB")
+@click.option("--db", type=click.Path(dir_okay=False), default=None, help="Label store (default: JOB.labels.sqlite).")
+@click.option("--region", envvar="AWS_REGION", default=None)
+def collect_cmd(job_name: str, db: Optional[str], region: Optional[str]) -> None:
+    """Read a finished Ground Truth job's labels into a label store (then `report` and `export` as usual)."""
+    from ..label import groundtruth as gt
+    from ..label.store import Store
+
+    s3, sm, _ = _aws_clients(region)
+    result = gt.collect(job_name, s3, sm)
+    path = Path(db) if db else Path(f"{job_name}.labels.sqlite")
+    n = Store(path).import_labels(result["pairs"], result["labels"], source="groundtruth",
+                                  meta={"groundtruth_job": job_name})
+    for problem in result["problems"]:
+        click.echo(f"warning: {problem}", err=True)
+    console().print(f"{job_name} ({result['status']}): {n} labels on {len(result['pairs'])} pairs into [bold]{path}[/]"
+                    f"; next: [cyan]cloudft label report --db {path}[/]")

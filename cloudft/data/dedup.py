@@ -1,4 +1,4 @@
-"""Near-duplicate detection with MinHash + LSH (datasketch), on word 5-gram shingles of a record's text."""
+"""Near-duplicate detection with MinHash + LSH (datasketch), on word 3-gram shingles of a record's text."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 from typing import Any, Hashable, Optional
 
 NUM_PERM = 64
-SHINGLE = 5
+SHINGLE = 3
 _WORD = re.compile(r"\w+")
 
 

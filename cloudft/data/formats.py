@@ -313,7 +313,8 @@ def _hh_rlhf(obj: dict, **_: Any) -> dict:
     p1, c = split_hh_dialog(chosen, "chosen")
     p2, r = split_hh_dialog(rejected, "rejected")
     if p1 != p2:
-        raise RecordError("rejected", "turn_order", "chosen and rejected have different dialog histories")
+        raise RecordError("rejected", "turn_order", "chosen and rejected have different dialog histories",
+                          "both dialogs must share every turn before the last assistant reply")
     for i, turn in enumerate(p1):
         if not turn["content"]:
             raise RecordError(f"chosen (turn {i + 1})", "empty_field", "empty turn in the dialog history")

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import IO, Any, Iterator, Optional
+from typing import IO, Any, Iterable, Iterator, Optional
 
 from ..errors import CloudftError
 from .formats import (METHOD_KINDS, SOURCE_TO_CANONICAL, detect_format, make_mapper, normalise, prompt_key,
@@ -57,7 +57,8 @@ class Out:
 class Pipeline:
     """Validates files one after another (train first), sharing duplicate and leakage state between them."""
 
-    def __init__(self, options: Options, quarantine: Optional[IO[str]] = None):
+    def __init__(self, options: Options, quarantine: Optional[IO[str]] = None, roles: Iterable[str] = ("train",)):
+        """`roles`: the roles of the files that will be run (prompt leakage is tracked when there are several)."""
         self.opt = options
         self.summary = Summary(tokenizer=options.tokenizer_note)
         self.quarantine = quarantine
@@ -66,7 +67,7 @@ class Pipeline:
         self._files: list[str] = []
         self._seen: dict[bytes, int] = {}
         self._prompts: dict[bytes, int] = {}
-        self._track_prompts = False
+        self._track_prompts = len(set(roles)) > 1
         self._near = None
         self._where: dict[int, str] = {}  # near-dup key (file ref | line) -> split
         self._leaks: list[str] = []
@@ -98,8 +99,6 @@ class Pipeline:
         name = display or str(path)
         self._files.append(name)
         file_ref = (len(self._files) - 1) << 40
-        if split != "train":
-            self._track_prompts = True
         items = iter_raw(path, warn=self._warn, display=name)
         items = self._detect(items, name)
         prompt_only = self.opt.method == "rl"
@@ -247,6 +246,9 @@ class Pipeline:
     def finish(self) -> Summary:
         """Close the run: add the leakage examples and the 'should you fine-tune' advice to the warnings."""
         s = self.summary
+        if s.format is None:  # nothing readable: name the format the data should have had
+            fmt = self.source_format or str(self.opt.format)
+            s.format = SOURCE_TO_CANONICAL.get(fmt) or METHOD_KINDS.get(self.opt.method, ("prompt_completion",))[0]
         if self._leaks:
             s.warnings.append(f"leakage between splits ({self._leak_count} records), e.g.: " + "; ".join(self._leaks))
         s.warnings.extend(advice(s.splits, s.format))

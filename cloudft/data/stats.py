@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from .tokens import TokenCounter
+from .tokens import TokenCounter, text_length
 
 PERCENTILES = (50, 90, 95, 99)
 BATCH = 1024
@@ -54,7 +54,7 @@ class StatsCollector:
             self.pairs += 1
             self.chosen_longer += _size(record["chosen"]) > _size(record["rejected"])
         if self.counter is None:
-            self.lengths.append(sum(len(t) for t in TokenCounter.texts(_PlainTexts, record)))
+            self.lengths.append(text_length(record))
         else:
             self._pending.append(record)
             if len(self._pending) >= BATCH:
@@ -100,14 +100,6 @@ class StatsCollector:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         return path
-
-
-class _PlainTexts:
-    """Stand-in `self` for TokenCounter.texts when there is no tokenizer (messages joined as role: content)."""
-
-    @staticmethod
-    def _chat(messages: list[dict[str, str]]) -> str:
-        return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
 def _size(value: Any) -> int:

@@ -40,7 +40,7 @@ def store_root() -> Path:
 def validate_files(sources: Sources, options: Options, quarantine: Optional[Path] = None) -> Summary:
     """Validate only: run every check and write the quarantine file (when given); no dataset is written."""
     with _maybe_open(quarantine) as qfh:
-        pipe = Pipeline(options, qfh)
+        pipe = Pipeline(options, qfh, roles=[role for _, role in sources])
         for path, role in sources:
             for _ in pipe.run(path, role):
                 pass
@@ -56,7 +56,7 @@ def prepare_files(sources: Sources, options: Options, out_dir: Path,
     qpath = out_dir / QUARANTINE
     writer = DatasetWriter(out_dir)
     with open(qpath, "w", encoding="utf-8") as qfh:
-        pipe = Pipeline(options, qfh)
+        pipe = Pipeline(options, qfh, roles=[role for _, role in sources])
         for path, role in sources:
             for out in pipe.run(path, role):
                 writer.add(out.split, out.line, out.digest)

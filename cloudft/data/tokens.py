@@ -35,37 +35,56 @@ class TokenCounter:
         return None, (f"skipped: base_model '{base_model}' is not a local directory with tokenizer.json, "
                       "so token lengths were not checked (they are checked when the trainer loads the data)")
 
-    def texts(self, record: dict) -> list[str]:
-        """The strings whose token counts make up the record's length (the longest one counts)."""
+    def texts(self, record: dict) -> list[tuple[str, bool]]:
+        """(text, add_special_tokens) pairs whose token counts make up the record's length (the longest counts).
+
+        Chat-rendered text already holds the template's special tokens, as in transformers' apply_chat_template.
+        """
         prompt = record.get("prompt")
         if "messages" in record:
             return [self._chat(record["messages"])]
         if "text" in record:
-            return [record["text"]]
+            return [(record["text"], True)]
         answers = [record[k] for k in ("chosen", "rejected", "completion") if k in record]
-        if not answers:
-            return [self._chat(prompt) if isinstance(prompt, list) else prompt]
         if isinstance(prompt, list):
-            return [self._chat(prompt + a) for a in answers]
-        return [prompt + a for a in answers]
+            return [self._chat(prompt + a) for a in answers] or [self._chat(prompt)]
+        return [(prompt + a, True) for a in answers] or [(prompt, True)]
 
-    def _chat(self, messages: list[dict[str, str]]) -> str:
+    def _chat(self, messages: list[dict[str, str]]) -> tuple[str, bool]:
         if self._render is not None:
-            return self._render(messages)
-        return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+            return self._render(messages), False
+        return plain_chat(messages), True
 
     def lengths(self, records: Sequence[dict]) -> list[int]:
         """Token length of each record (the longest of its texts)."""
-        texts: list[str] = []
-        owners: list[int] = []
+        groups: dict[bool, tuple[list[str], list[int]]] = {True: ([], []), False: ([], [])}
         for i, rec in enumerate(records):
-            for t in self.texts(rec):
-                texts.append(t)
-                owners.append(i)
+            for text, special in self.texts(rec):
+                groups[special][0].append(text)
+                groups[special][1].append(i)
         out = [0] * len(records)
-        for owner, enc in zip(owners, self.tokenizer.encode_batch_fast(texts, add_special_tokens=True)):
-            out[owner] = max(out[owner], len(enc.ids))
+        for special, (texts, owners) in groups.items():
+            if texts:
+                for owner, enc in zip(owners, self.tokenizer.encode_batch_fast(texts, add_special_tokens=special)):
+                    out[owner] = max(out[owner], len(enc.ids))
         return out
+
+
+def plain_chat(messages: list[dict[str, str]]) -> str:
+    """Messages as 'role: content' lines (no chat template)."""
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+def text_length(record: dict) -> int:
+    """Length of a record in characters (the longest of its texts), for stats without a tokenizer."""
+    prompt = record.get("prompt")
+    if "messages" in record:
+        return len(plain_chat(record["messages"]))
+    if "text" in record:
+        return len(record["text"])
+    size = (lambda v: len(v) if isinstance(v, str) else len(plain_chat(v)))
+    answers = [size(record[k]) for k in ("chosen", "rejected", "completion") if k in record]
+    return size(prompt) + max(answers, default=0)
 
 
 def _chat_renderer(config_path: Path) -> Optional[Callable[[list], str]]:

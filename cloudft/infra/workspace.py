@@ -59,8 +59,10 @@ def open_stack(provider: str, stack: str, *, create: bool = False, infra_dir: Op
 
 
 def _command_error(exc: Exception, what: str) -> CloudftError:
-    stderr = (getattr(exc, "stderr", "") or str(exc)).strip().splitlines()
-    detail = "\n".join(stderr[-15:])
+    # CommandError's text is "code: N\n stdout: ...\n stderr: ...": show the tail of stderr (else everything).
+    text = str(exc)
+    stderr = text.split("\n stderr: ", 1)[1] if "\n stderr: " in text else text
+    detail = "\n".join(stderr.strip().splitlines()[-15:])
     return CloudftError(f"{what}:\n{detail}", hint="read the Pulumi output above; `pulumi login` selects the state "
                                                    "backend, PULUMI_CONFIG_PASSPHRASE unlocks file/s3/azblob state")
 

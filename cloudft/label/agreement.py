@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+import warnings
 from collections import Counter, defaultdict
 from typing import Any, Iterable, Optional, Sequence
 
@@ -72,7 +73,9 @@ def cohen_kappa(x: Sequence[str], y: Sequence[str], cats: Sequence[str]) -> Opti
         table[idx[a], idx[b]] += 1
     if table.sum() < 2:
         return None
-    value = float(cohens_kappa(table).kappa)
+    with warnings.catch_warnings():  # statsmodels also computes a z-value that may divide by zero
+        warnings.simplefilter("ignore", RuntimeWarning)
+        value = float(cohens_kappa(table).kappa)
     return None if math.isnan(value) else value
 
 

@@ -85,7 +85,7 @@ def _cost_section(c: "Candidate", spot: bool, sizes: list) -> dict[str, Any]:
         "train_tokens": sizes[0].tokens if len(sizes) == 1 else [s.tokens for s in sizes],
         "tokens_from": sorted({s.source for s in sizes}),
         "assumptions": [
-            f"hardware-FLOPs utilisation {first.get('hfu_assumed', 0.4):g}; FLOPs/token = k·N (+ attention), "
+            f"hardware-FLOPs utilisation {first.get('hfu_assumed', 0.4):g}; FLOPs/token = k*N (+ attention), "
             "k=4 LoRA, 6 full or LoRA+GC, 8 full+GC; DPO/KTO add a 2N reference forward",
             f"{STARTUP_HOURS:g} h per stage for provisioning, image pull, model download and saving",
             "spot price " + (c.instance.spot_source if c.instance.spot_per_hour is not None else "unknown"),
@@ -152,7 +152,7 @@ def _annotate_cloud(plan: "Plan", arch: "Arch", sizes: list) -> None:
             peak = max(m["peak_gb_per_device"] for m in stage_memory(arch, plan, 1))
             hint = f" with a {compute.gpu} GPU" if compute.gpu else ""
             plan.warnings.append(f"no {plan.provider} instance{hint} in the catalog fits this job (estimated peak "
-                                 f"{peak:.1f} GB per GPU unsharded)")
+                                 f"{peak:.1f} GB per GPU unsharded){_smaller_hint(arch, plan)}")
             plan.extras["memory"] = _memory_section(arch, stage_memory(arch, plan, 1), "none fits", where)
             return
         chosen = ranked[0]
@@ -166,6 +166,25 @@ def _annotate_cloud(plan: "Plan", arch: "Arch", sizes: list) -> None:
     elif chosen.hours > compute.max_runtime_hours:
         plan.warnings.append(f"estimated {chosen.hours:.1f} h exceeds compute.max_runtime_hours "
                              f"({compute.max_runtime_hours:g} h): the job would be stopped first")
+
+
+def _smaller_hint(arch: "Arch", plan: "Plan") -> str:
+    """What would bring the peak down: gradient checkpointing, then QLoRA (per-device, unsharded)."""
+    import dataclasses
+
+    from .estimate import setup_for_stage
+    from .memory import estimate_memory
+
+    tries = [("gradient_checkpointing: true", {"gradient_checkpointing": True}),
+             ("peft.type: qlora + gradient_checkpointing: true",
+              {"gradient_checkpointing": True, "peft": "qlora", "quant_bits": 4})]
+    for label, change in tries:
+        peak = max(estimate_memory(arch, dataclasses.replace(setup_for_stage(st), **change))["peak_gb_per_device"]
+                   for st in plan.stages)
+        if plan.spec.peft.type == "none" and "peft" in change:
+            continue
+        return f"; with {label} the peak would be {peak:.1f} GB"
+    return ""
 
 
 def check_budget(plan: "Plan", force: bool = False) -> None:

@@ -92,18 +92,19 @@ class GpuCluster(pulumi.ComponentResource):
                  opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("cloudft:azure:GpuCluster", name, None, opts)
         isolated = bool(subnet_id) or workspace.managed_network != "Disabled"
-        props = {"vm_size": vm_size, "vm_priority": "LowPriority" if low_priority else "Dedicated",
-                 "scale_settings": {"max_node_count": max_nodes, "min_node_count": 0,
-                                    "node_idle_time_before_scale_down": f"PT{int(idle_seconds)}S"},
-                 "os_type": "Linux", "remote_login_port_public_access": "Disabled",
-                 "enable_node_public_ip": not isolated}
+        props: dict = {"vm_size": vm_size, "vm_priority": "LowPriority" if low_priority else "Dedicated",
+                       "scale_settings": ml.ScaleSettingsArgs(
+                           max_node_count=max_nodes, min_node_count=0,
+                           node_idle_time_before_scale_down=f"PT{int(idle_seconds)}S"),
+                       "os_type": "Linux", "remote_login_port_public_access": "Disabled",
+                       "enable_node_public_ip": not isolated}
         if subnet_id:
-            props["subnet"] = {"id": subnet_id}
+            props["subnet"] = ml.ResourceIdArgs(id=subnet_id)
         self.compute = ml.Compute(
             f"{name}-compute", compute_name=compute_name or f"{name}-gpu"[:24], resource_group_name=resource_group_name,
             workspace_name=workspace.workspace_name, location=location, identity={"type": "SystemAssigned"},
-            properties={"compute_type": "AmlCompute", "properties": props,
-                        "description": "cloudft GPU training cluster"},
+            properties=ml.AmlComputeArgs(compute_type="AmlCompute", description="cloudft GPU training cluster",
+                                         properties=ml.AmlComputePropertiesArgs(**props)),
             opts=pulumi.ResourceOptions(parent=self))
         principal = self.compute.identity.apply(lambda i: i.principal_id if i else None)
         for role, scope, suffix in ((ROLE_ACR_PULL, workspace.registry.id, "acr-pull"),
@@ -116,6 +117,12 @@ class GpuCluster(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self))
         self.compute_name = self.compute.name
         self.register_outputs({"compute_name": self.compute_name})
+
+
+def _probe(initial_delay_s: int = 600) -> "ml.ProbeSettingsArgs":
+    """A generous probe: loading a base model and adapters takes minutes."""
+    return ml.ProbeSettingsArgs(initial_delay=f"PT{initial_delay_s}S", period="PT10S", timeout="PT10S",
+                                failure_threshold=30, success_threshold=1)
 
 
 class ManagedEndpoint(pulumi.ComponentResource):
@@ -141,16 +148,14 @@ class ManagedEndpoint(pulumi.ComponentResource):
             self.deployment = ml.OnlineDeployment(
                 f"{name}-deployment", endpoint_name=self.endpoint.name, deployment_name="default",
                 sku={"name": "Default", "capacity": instance_count},
-                properties={"endpoint_compute_type": "Managed", "model": model_id, "environment_id": environment_id,
-                            "instance_type": instance_type, "app_insights_enabled": True,
-                            "environment_variables": dict(environment_variables or {}),
-                            "egress_public_network_access": "Enabled",
-                            "readiness_probe": {"initial_delay": "PT600S", "period": "PT10S", "timeout": "PT10S",
-                                                "failure_threshold": 30, "success_threshold": 1},
-                            "liveness_probe": {"initial_delay": "PT600S", "period": "PT10S", "timeout": "PT10S",
-                                               "failure_threshold": 30, "success_threshold": 1},
-                            "request_settings": {"request_timeout": "PT90S",
-                                                 "max_concurrent_requests_per_instance": 4}},
+                # A Union-typed property: plain dicts would go out with snake_case keys, so use the Args class.
+                properties=ml.ManagedOnlineDeploymentArgs(
+                    endpoint_compute_type="Managed", model=model_id, environment_id=environment_id,
+                    instance_type=instance_type, app_insights_enabled=True,
+                    environment_variables=dict(environment_variables or {}), egress_public_network_access="Enabled",
+                    readiness_probe=_probe(), liveness_probe=_probe(),
+                    request_settings=ml.OnlineRequestSettingsArgs(request_timeout="PT90S",
+                                                                  max_concurrent_requests_per_instance=4)),
                 **common, opts=pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(
                     create="60m", update="60m")))
         self.endpoint_name = self.endpoint.name

@@ -2,7 +2,8 @@
 
 This is the "reward model + PPO" RLHF recipe in today's TRL (which no longer ships PPO): for each prompt the
 policy samples `num_generations` completions, the reward model from the `reward` stage
-(`ctx.layout.reward_model`) scores them, and each completion's advantage is its reward minus the mean of the
+(`ctx.layout.reward_model`) scores them (`RewardModelScorer`: the text as the reward model was trained on it,
+ending in EOS), and each completion's advantage is its reward minus the mean of the
 others (no value model). `training.beta` is the KL coefficient against the reference: the base with the
 adapter disabled, or a frozen copy of the previous stage's adapter when the run continues one.
 
@@ -20,7 +21,7 @@ from ..data import DataError
 from ..events import log
 from ..modeling import load_tokenizer
 from .dpo import load_split, policy_model, train_and_save
-from .reward import load_reward_model
+from .reward import RewardModelScorer, load_reward_model
 
 
 def to_prompts(ds):
@@ -44,7 +45,10 @@ def generation_batch_size(ctx: TrainContext) -> int:
 
 
 def build_trainer(ctx: TrainContext):
+    import torch
     from trl import RLOOConfig, RLOOTrainer
+
+    from ..runtime import torch_dtype
 
     t = ctx.cfg.training
     if ctx.layout.reward_model is None:
@@ -53,16 +57,17 @@ def build_trainer(ctx: TrainContext):
     tokenizer = load_tokenizer(ctx.tokenizer_source)
     train_ds, _ = load_split(ctx, "rl")
     model, pconf = policy_model(ctx)
-    from ..runtime import torch_dtype
-
     rm, rm_tokenizer = load_reward_model(ctx.layout.reward_model, base=ctx.cfg.base_model,
                                          dtype=torch_dtype(ctx.precision))
+    if torch.cuda.is_available():
+        rm = rm.to(f"cuda:{ctx.world.local_rank}")
     log(f"rl: RLOO with the reward model in {ctx.layout.reward_model}, {t.num_generations} completions/prompt")
-    args = RLOOConfig(**ctx.training_args(), beta=t.beta, num_generations=t.num_generations,
+    # no eval during training: evaluation scores held-out generations with the reward model afterwards
+    common = {**ctx.training_args(), "eval_strategy": "no", "eval_steps": None}
+    args = RLOOConfig(**common, beta=t.beta, num_generations=t.num_generations,
                       max_completion_length=t.max_new_tokens, generation_batch_size=generation_batch_size(ctx))
-    args.eval_strategy = "no"  # evaluation scores held-out generations with the reward model afterwards
-    return ctx.quiet(RLOOTrainer(model=model, reward_funcs=[rm], args=args, train_dataset=to_prompts(train_ds),
-                                 processing_class=tokenizer, reward_processing_classes=[rm_tokenizer],
+    return ctx.quiet(RLOOTrainer(model=model, reward_funcs=[RewardModelScorer(rm, rm_tokenizer, t.max_length)],
+                                 args=args, train_dataset=to_prompts(train_ds), processing_class=tokenizer,
                                  peft_config=pconf, callbacks=ctx.callbacks))
 
 

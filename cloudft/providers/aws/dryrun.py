@@ -9,9 +9,11 @@ trusted, every upload succeeds. No network, no credentials.
 from __future__ import annotations
 
 import copy
+import json
 import datetime as _dt
 import threading
 from typing import Any, Optional
+from urllib.parse import quote
 
 FAKE_ACCOUNT = "000000000000"
 
@@ -76,7 +78,7 @@ def _answer(service: str, operation: str, body: dict[str, Any], last: dict[str, 
                                                          "Principal": {"Service": "sagemaker.amazonaws.com"}}]}
         result = {"Role": {"RoleName": name, "Arn": f"arn:aws:iam::{FAKE_ACCOUNT}:role/{name}", "Path": "/",
                            "RoleId": "AROADRYRUN", "CreateDate": _dt.datetime(2024, 1, 1),
-                           "AssumeRolePolicyDocument": trust}}
+                           "AssumeRolePolicyDocument": quote(json.dumps(trust))}}
     elif operation == "SimulatePrincipalPolicy":
         actions = last.get("ActionNames") or []
         result = {"EvaluationResults": [{"EvalActionName": a, "EvalDecision": "allowed"} for a in actions],
@@ -126,6 +128,7 @@ class Recorder:
         import boto3
 
         sess = boto3.Session(aws_access_key_id="DRYRUN", aws_secret_access_key="DRYRUN", region_name=self.region)
-        sess.events.register("before-parameter-build.*.*", self._record)
+        # last: after botocore fills idempotency tokens and other defaults
+        sess.events.register_last("before-parameter-build", self._record)
         sess.events.register("before-call.*.*", self._short_circuit)
         return sess

@@ -81,3 +81,23 @@ def sagemaker_session(section: "AwsSection", boto: "boto3.Session", pipeline: bo
 
     return Session(boto_session=boto, default_bucket=section.bucket, sagemaker_config=config,
                    default_bucket_prefix=section.prefix or None)
+
+
+def import_pipeline_api(region: str):
+    """Import sagemaker-mlops' Pipeline/TrainingStep.
+
+    Importing `sagemaker.mlops` creates a boto3 client at import time (sagemaker.ai_registry), which fails
+    without a default region; the spec's region is used as that default for the import.
+    """
+    import importlib
+
+    unset = "AWS_DEFAULT_REGION" not in os.environ and "AWS_REGION" not in os.environ
+    if unset:
+        os.environ["AWS_DEFAULT_REGION"] = region
+    try:
+        pipeline = importlib.import_module("sagemaker.mlops.workflow.pipeline")
+        steps = importlib.import_module("sagemaker.mlops.workflow.steps")
+    finally:
+        if unset:
+            os.environ.pop("AWS_DEFAULT_REGION", None)
+    return pipeline.Pipeline, steps.TrainingStep

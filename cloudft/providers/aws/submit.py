@@ -53,7 +53,9 @@ def _not_found(exc: Exception) -> bool:
     if not isinstance(exc, ClientError):
         return False
     err = exc.response.get("Error", {})
-    return err.get("Code") in ("ResourceNotFound", "404") or "not found" in err.get("Message", "").lower()
+    message = err.get("Message", "").lower()
+    return err.get("Code") in ("ResourceNotFound", "404") or any(
+        m in message for m in ("not found", "could not find", "does not exist"))
 
 
 @dataclass
@@ -165,7 +167,7 @@ class Submitter:
             role=s.role_arn,
             sagemaker_session=sm_session,
             base_job_name=job_name,
-            input_s3_key_prefix=f"{s.prefix}/code" if s.prefix else "code",
+            input_s3_key_prefix="code",  # under the session's default_bucket_prefix (aws.prefix)
             source_code=SourceCode(source_dir=str(code_dir), entry_script=LAUNCHER,
                                    requirements="requirements.txt" if (code_dir / "requirements.txt").exists()
                                    else None),
@@ -231,11 +233,10 @@ class Submitter:
     def pipeline(self):
         """The SageMaker pipeline: one TrainingStep per stage, adapters flowing forward."""
         from sagemaker.core.training.configs import InputData
-        from sagemaker.mlops.workflow.pipeline import Pipeline
-        from sagemaker.mlops.workflow.steps import TrainingStep
 
-        from .session import sagemaker_session
+        from .session import import_pipeline_api, sagemaker_session
 
+        Pipeline, TrainingStep = import_pipeline_api(self.boto.region_name)
         psess = sagemaker_session(self.section, self.boto, pipeline=True)
         steps: list = []
         for stage in self.plan.stages:

@@ -91,13 +91,14 @@ def deploy(ml: Any, run: "RunRecord", instance_type: Optional[str] = None, endpo
     section = AzureSection.model_validate(run.meta.get("azure") or {})
     name = endpoint_name_for(run, section, endpoint_name)
     endpoint, deployment = serve_entities(run, section, name, instance_type)
+    adapter_uri = deployment.model.path
     ml.online_endpoints.begin_create_or_update(endpoint).result()
     ml.online_deployments.begin_create_or_update(deployment).result()
     endpoint.traffic = {DEPLOYMENT: 100}
     created = ml.online_endpoints.begin_create_or_update(endpoint).result()
     Registry().update(run.run_id, meta={"endpoint": name})
     return {"endpoint": name, "deployment": DEPLOYMENT, "instance_type": deployment.instance_type,
-            "scoring_uri": getattr(created, "scoring_uri", None), "model": deployment.model.path,
+            "scoring_uri": getattr(created, "scoring_uri", None), "model": adapter_uri,
             "invoke": f"cloudft invoke {name} --provider azure --prompt '...'"}
 
 
@@ -122,3 +123,17 @@ def undeploy(ml: Any, endpoint: str) -> None:
     for rec in Registry().list(limit=500, provider="azure"):
         if rec.meta.get("endpoint") == endpoint:
             Registry().update(rec.run_id, meta={"endpoint": None})
+
+
+def write_serving_yaml(endpoint: "ManagedOnlineEndpoint", deployment: "ManagedOnlineDeployment",
+                       out: Path) -> list[Path]:
+    """`endpoint.yml` / `deployment.yml` as `az ml online-endpoint|online-deployment create --file` take them."""
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, ent in (("endpoint", endpoint), ("deployment", deployment)):
+        path = out / f"{name}.yml"
+        path.write_text(yaml.safe_dump(json.loads(json.dumps(ent._to_dict())), sort_keys=False))
+        paths.append(path)
+    return paths

@@ -1,0 +1,289 @@
+"""SageMaker Ground Truth path (opt-in, for AWS accounts that already have access; GT closed to new customers on
+2026-07-30, so the built-in app is the default).
+
+`submit`: writes the input manifest (JSON Lines within GT's limits: ≤ 100,000 characters a line and 20,000 an
+attribute; longer texts become S3 objects referenced as `<field>_ref`), uploads the pairs file and the
+Liquid task template, and calls CreateLabelingJob with the workteam, K workers per object, time limits and the
+pre-annotation/consolidation Lambdas (AWS's pass-through functions by region, or cloudft's own).
+`collect`: reads the output manifest and the worker responses and imports them into a label store, so report
+and export work exactly as for the web app.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..errors import CloudftError
+from .pairs import prompt_text
+
+LINE_LIMIT = 100_000
+ATTR_LIMIT = 20_000
+LABEL_ATTRIBUTE = "preference"
+TEMPLATE_NAME = "pairwise.liquid.html"
+
+#: AWS-managed PRE-/ACS-PassThrough Lambdas: region → account (ground_truth.md §6).
+PASSTHROUGH_ACCOUNTS = {
+    "us-east-1": "432418664414", "us-east-2": "266458841044", "us-west-2": "081040173940",
+    "ca-central-1": "918755190332", "eu-west-1": "568282634449", "eu-west-2": "487402164563",
+    "eu-central-1": "203001061592", "ap-northeast-1": "477331159723", "ap-northeast-2": "845288260483",
+    "ap-south-1": "565803892007", "ap-southeast-1": "377565633583", "ap-southeast-2": "454466003867",
+}
+
+_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_ROLE = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$")
+
+
+def handler_module():
+    """The consolidation Lambda's module (templates/ground_truth/consolidation/handler.py): the one place that
+    parses worker answers, used by the Lambda and by `collect`."""
+    from . import project_template
+
+    path = project_template("ground_truth", "consolidation", "handler.py")
+    spec = importlib.util.spec_from_file_location("cloudft_gt_consolidation", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def passthrough_arns(region: str) -> tuple[str, str]:
+    """(PRE-PassThrough, ACS-PassThrough) ARNs for `region`."""
+    account = PASSTHROUGH_ACCOUNTS.get(region)
+    if account is None:
+        raise CloudftError(f"no AWS pass-through labeling Lambdas known for region {region}",
+                           hint=f"use one of {', '.join(sorted(PASSTHROUGH_ACCOUNTS))}, or pass "
+                                "--pre-lambda-arn and --consolidation-lambda-arn")
+    return (f"arn:aws:lambda:{region}:{account}:function:PRE-PassThrough",
+            f"arn:aws:lambda:{region}:{account}:function:ACS-PassThrough")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise CloudftError(f"not an S3 URI: {uri}")
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
+
+
+@dataclass
+class JobConfig:
+    """What `cloudft label submit --provider aws` needs."""
+
+    bucket: str
+    role_arn: str
+    workteam_arn: str
+    region: str
+    prefix: str = "cloudft-groundtruth"
+    job_name: str = ""
+    workers: int = 3
+    task_time_limit: int = 1800
+    task_lifetime: int = 864_000
+    max_concurrent: int = 1000
+    title: str = "Pick the better assistant response"
+    description: str = "Compare two responses to the same prompt and choose the better one."
+    keywords: list[str] = field(default_factory=lambda: ["LLM", "preference", "text"])
+    pre_lambda_arn: Optional[str] = None
+    consolidation_lambda_arn: Optional[str] = None
+    seed: int = 0
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if not self.job_name:
+            self.job_name = time.strftime("cloudft-pref-%Y%m%d-%H%M%S")
+        problems = []
+        if not _JOB_NAME.match(self.job_name):
+            problems.append(f"job name '{self.job_name}' must be 1-63 letters, digits and hyphens")
+        if not _ROLE.match(self.role_arn or ""):
+            problems.append(f"role ARN '{self.role_arn}' is not an IAM role ARN")
+        if ":workteam/" not in (self.workteam_arn or ""):
+            problems.append(f"workteam ARN '{self.workteam_arn}' is not a SageMaker workteam ARN")
+        if not 1 <= self.workers <= 9:
+            problems.append("workers per object must be 1-9")
+        if not 30 <= self.task_time_limit <= 28_800:
+            problems.append("task time limit must be 30-28800 seconds")
+        if not 60 <= self.task_lifetime <= 2_592_000:
+            problems.append("task lifetime must be 60-2592000 seconds (30 days)")
+        if problems:
+            raise CloudftError("bad Ground Truth settings: " + "; ".join(problems))
+
+    def uri(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix.strip('/')}/{self.job_name}/{name}"
+
+
+def manifest_lines(pairs: list[dict], cfg: JobConfig, put_text) -> list[dict]:
+    """One manifest line per pair (original orientation + a random display `swapped`); texts over the attribute
+    limit are written with `put_text(uri, text)` and referenced as `<field>_ref`."""
+    rng = random.Random(cfg.seed)
+    lines = []
+    for p in pairs:
+        line: dict[str, Any] = {"source": prompt_text(p["prompt"]), "pair_id": p["pair_id"],
+                                "response_a": p["response_a"], "response_b": p["response_b"],
+                                "model_a": str(p.get("model_a", "")), "model_b": str(p.get("model_b", "")),
+                                "swapped": rng.random() < 0.5}
+        for key, ref in (("source", "prompt_ref"), ("response_a", "response_a_ref"),
+                         ("response_b", "response_b_ref")):
+            if len(line[key]) > ATTR_LIMIT:
+                uri = cfg.uri(f"texts/{p['pair_id']}/{key}.txt")
+                put_text(uri, line[key])
+                line[ref] = uri
+                line[key] = line[key][:1000] + " …" if key == "source" else ""
+        if len(json.dumps(line, ensure_ascii=False)) > LINE_LIMIT:
+            raise CloudftError(f"pair {p['pair_id']}: its manifest line is over {LINE_LIMIT} characters")
+        lines.append(line)
+    return lines
+
+
+def build_request(cfg: JobConfig, manifest_uri: str, template_uri: str) -> dict[str, Any]:
+    """The CreateLabelingJob request."""
+    pre, acs = (cfg.pre_lambda_arn, cfg.consolidation_lambda_arn)
+    if not pre or not acs:
+        default_pre, default_acs = passthrough_arns(cfg.region)
+        pre, acs = pre or default_pre, acs or default_acs
+    return {
+        "LabelingJobName": cfg.job_name,
+        "LabelAttributeName": LABEL_ATTRIBUTE,
+        "InputConfig": {"DataSource": {"S3DataSource": {"ManifestS3Uri": manifest_uri}}},
+        "OutputConfig": {"S3OutputPath": f"s3://{cfg.bucket}/{cfg.prefix.strip('/')}/output/"},
+        "RoleArn": cfg.role_arn,
+        "StoppingConditions": {"MaxPercentageOfInputDatasetLabeled": 100},
+        "HumanTaskConfig": {
+            "WorkteamArn": cfg.workteam_arn,
+            "UiConfig": {"UiTemplateS3Uri": template_uri},
+            "PreHumanTaskLambdaArn": pre,
+            "AnnotationConsolidationConfig": {"AnnotationConsolidationLambdaArn": acs},
+            "NumberOfHumanWorkersPerDataObject": cfg.workers,
+            "TaskTimeLimitInSeconds": cfg.task_time_limit,
+            "TaskAvailabilityLifetimeInSeconds": cfg.task_lifetime,
+            "TaskTitle": cfg.title[:128],
+            "TaskDescription": cfg.description[:255],
+            "TaskKeywords": cfg.keywords[:5],
+            "MaxConcurrentTaskCount": cfg.max_concurrent,
+        },
+        "Tags": [{"Key": "project", "Value": "cloudft"}] + [{"Key": k, "Value": v} for k, v in cfg.tags.items()],
+    }
+
+
+def _put(s3, uri: str, body: str, content_type: str) -> None:
+    bucket, key = split_s3(uri)
+    s3.put_object(Bucket=bucket, Key=key, Body=body.encode("utf-8"), ContentType=content_type)
+
+
+def submit(pairs: list[dict], cfg: JobConfig, template_path, s3=None, sagemaker=None,
+           dry_run: bool = False) -> dict[str, Any]:
+    """Upload manifest, pairs and template, then create the labeling job. Returns what was (or would be) sent."""
+    cfg.check()
+    template = open(template_path, encoding="utf-8").read()
+    uploads: dict[str, str] = {}
+
+    def put_text(uri: str, text: str) -> None:
+        uploads[uri] = text
+
+    lines = manifest_lines(pairs, cfg, put_text)
+    manifest_uri, template_uri = cfg.uri("input.manifest"), cfg.uri(TEMPLATE_NAME)
+    uploads[manifest_uri] = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines)
+    uploads[cfg.uri("pairs.jsonl")] = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs)
+    uploads[template_uri] = template
+    request = build_request(cfg, manifest_uri, template_uri)
+    result: dict[str, Any] = {"request": request, "uploads": sorted(uploads), "objects": len(lines)}
+    if dry_run:
+        return result
+    for uri, body in uploads.items():
+        kind = "text/html;charset=UTF-8" if uri.endswith(".html") else "application/jsonl;charset=UTF-8"
+        _put(s3, uri, body, "text/plain;charset=UTF-8" if uri.endswith(".txt") else kind)
+    try:
+        result["LabelingJobArn"] = sagemaker.create_labeling_job(**request)["LabelingJobArn"]
+    except Exception as exc:  # surface AWS's own error (e.g. GT closed to this account)
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        if code is None:
+            raise
+        raise CloudftError(f"CreateLabelingJob failed: {code}: {exc}",
+                           hint="Ground Truth is closed to new customers since 2026-07-30; use "
+                                "`cloudft label serve` instead if this account never used it") from None
+    return result
+
+
+def _read(s3, uri: str) -> str:
+    bucket, key = split_s3(uri)
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+
+
+def _answers(line: dict, s3) -> list[dict]:
+    """Per-worker answers of one output-manifest line: from the worker-response file when the metadata points
+    to one (no consolidation Lambda, or AWS pass-through), else from cloudft's consolidation Lambda output."""
+    meta = line.get(LABEL_ATTRIBUTE + "-metadata") or {}
+    ref = meta.get("worker-response-ref")
+    if ref:
+        out = []
+        for ans in json.loads(_read(s3, ref)).get("answers", []):
+            out.append({"workerId": ans.get("workerId"), "content": ans.get("answerContent"),
+                        "seconds": ans.get("timeSpentInSeconds")})
+        return out
+    label = line.get(LABEL_ATTRIBUTE) or {}
+    if isinstance(label, dict) and "answers" in label:
+        return [{"workerId": a.get("workerId"), "shown": a.get("shown"), "rationale": a.get("rationale", ""),
+                 "error": a.get("error")} for a in label["answers"]]
+    return []
+
+
+def collect_labels(output_manifest: str, s3) -> tuple[list[dict], list[dict], list[str]]:
+    """(pairs, labels, problems) from an output manifest. Nothing is dropped silently: every answer that cannot be
+    read, and every object without answers, is listed in `problems`."""
+    gt = handler_module()
+    pairs, labels, problems = [], [], []
+    for n, raw in enumerate(output_manifest.splitlines(), 1):
+        if not raw.strip():
+            continue
+        line = json.loads(raw)
+        pid = line.get("pair_id")
+        if pid is None:
+            problems.append(f"line {n}: no pair_id (not a cloudft manifest line)")
+            continue
+        answers = _answers(line, s3)
+        if not answers:
+            problems.append(f"{pid}: no worker answers")
+        for a in answers:
+            shown, rationale = a.get("shown"), a.get("rationale", "")
+            if "content" in a:
+                try:
+                    shown, rationale = gt.parse_answer(a["content"])
+                except (ValueError, TypeError) as exc:
+                    shown, a["error"] = None, str(exc)
+            if shown is None:
+                problems.append(f"{pid}: worker {a.get('workerId')}: unreadable answer ({a.get('error')})")
+                continue
+            labels.append({"annotator": a["workerId"], "pair_id": pid, "shown": shown,
+                           "swapped": bool(line.get("swapped")), "rationale": rationale, "seconds": a.get("seconds")})
+        pairs.append({"pair_id": pid, "line": line})
+    return pairs, labels, problems
+
+
+def output_manifest_uri(desc: dict) -> str:
+    """Where a job's output manifest is, from DescribeLabelingJob."""
+    uri = (desc.get("LabelingJobOutput") or {}).get("OutputDatasetS3Uri")
+    if uri:
+        return uri
+    base = desc["OutputConfig"]["S3OutputPath"].rstrip("/")
+    return f"{base}/{desc['LabelingJobName']}/manifests/output/output.manifest"
+
+
+def collect(job_name: str, s3, sagemaker) -> dict[str, Any]:
+    """Describe the job, read its pairs and output manifest; returns {pairs, labels, problems, status, job}."""
+    desc = sagemaker.describe_labeling_job(LabelingJobName=job_name)
+    status = desc["LabelingJobStatus"]
+    if status not in ("Completed", "Stopped"):
+        raise CloudftError(f"labeling job {job_name} is {status}",
+                           hint="collect once it is Completed (or Stopped, for partial labels)"
+                           + (f"; failure: {desc.get('FailureReason')}" if status == "Failed" else ""))
+    manifest_uri = desc["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
+    pairs_uri = manifest_uri.rsplit("/", 1)[0] + "/pairs.jsonl"
+    originals = {p["pair_id"]: p for p in map(json.loads, filter(str.strip, _read(s3, pairs_uri).splitlines()))}
+    seen, labels, problems = collect_labels(_read(s3, output_manifest_uri(desc)), s3)
+    missing = [s["pair_id"] for s in seen if s["pair_id"] not in originals]
+    if missing:
+        raise CloudftError(f"{len(missing)} output objects are not in {pairs_uri} (e.g. {missing[0]})")
+    return {"job": job_name, "status": status, "pairs": list(originals.values()), "labels": labels,
+            "problems": problems, "counters": desc.get("LabelCounters", {})}

@@ -1,0 +1,377 @@
+"""After training (main process): base vs tuned on the held-out split, exports, and the run report.
+
+`evaluate_and_report(ctx, metrics)` (called by cli._after_training) measures, bounded by eval.max_samples:
+- validation loss / perplexity of the base and the tuned model on the reference completions;
+- preference methods: held-out preference accuracy and reward margins (DPO-style implicit rewards
+  beta * (log p_tuned - log p_base) for dpo/orpo/kto; reward-model scores for `reward`);
+- `rl`: the reward model's mean score of base vs tuned generations;
+- greedy generations side by side for eval.prompts (or the first held-out prompts);
+- ROUGE-L (rouge-score) and BLEU (sacrebleu) of generations against the references, when there are any;
+- exports: merged weights (export.merge), a bitsandbytes 8-bit / NF4 copy (export.quantize) with size and
+  validation-loss change;
+then writes report.md + PNG plots into the output dir (train_entry.report) and returns the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+from .events import log
+
+POLICY_PREFERENCE = {"dpo", "orpo", "kto"}
+TEXT_METRIC_SAMPLES = 16  # generations scored with ROUGE/BLEU (each costs max_new_tokens decoding steps)
+
+
+# -- held-out data ---------------------------------------------------------------------------------
+
+def split_held_out(ds, fraction: float, seed: int):
+    """(train, held-out): a seeded split, the same one the training methods use."""
+    parts = ds.train_test_split(test_size=fraction, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
+
+
+def held_out(ctx) -> tuple[list[dict[str, Any]], Optional[str]]:
+    """Up to eval.max_samples held-out records and their format ([] when the run has no held-out data)."""
+    from .data import load_dataset
+
+    cfg, layout = ctx.cfg, ctx.layout
+    if layout.validation is not None:
+        ds, fmt = load_dataset(layout.validation, cfg.data.format, cfg.method, cfg.data.columns)
+    elif cfg.data.validation_split > 0:
+        ds, fmt = load_dataset(layout.train, cfg.data.format, cfg.method, cfg.data.columns)
+        _, ds = split_held_out(ds, cfg.data.validation_split, cfg.training.seed)
+    else:
+        return [], None
+    return ds.select(range(min(len(ds), cfg.eval.max_samples))).to_list(), fmt
+
+
+def _render(tokenizer, prompt, completion) -> tuple[str, str]:
+    """(prompt text, completion text) for a standard or conversational (message list) sample."""
+    if isinstance(prompt, str) and isinstance(completion, str):
+        return prompt, completion
+    p = tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=False)
+    return p, full[len(p):] if full.startswith(p) else full
+
+
+def completions(records: list[dict], fmt: str, tokenizer, field: str = "chosen") -> list[tuple[str, str]]:
+    """(prompt, reference completion) text pairs: completion, chosen (or `field`), desirable kto
+    completions, the last assistant turn of chat messages, or ("", text)."""
+    out = []
+    for r in records:
+        if fmt == "prompt_completion":
+            out.append(_render(tokenizer, r["prompt"], r["completion"]))
+        elif fmt == "preference":
+            out.append(_render(tokenizer, r["prompt"], r[field]))
+        elif fmt == "kto" and r["label"]:
+            out.append(_render(tokenizer, r["prompt"], r["completion"]))
+        elif fmt == "messages":
+            msgs = r["messages"]
+            last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+            if last:
+                out.append(_render(tokenizer, msgs[:last], msgs[last:last + 1]))
+        elif fmt == "text":
+            out.append(("", r["text"]))
+    return out
+
+
+# -- scoring ---------------------------------------------------------------------------------------
+
+def _device(model):
+    return next(model.parameters()).device
+
+
+def sequence_logps(model, tokenizer, pairs: list[tuple[str, str]], max_length: int,
+                   batch_size: int = 8) -> list[tuple[float, int]]:
+    """(sum of log p, token count) of each completion given its prompt (keep-start truncation)."""
+    import torch
+
+    rows = []
+    for prompt, completion in pairs:
+        p_ids = tokenizer(prompt)["input_ids"] if prompt else []
+        ids = tokenizer(prompt + completion)["input_ids"][:max_length]
+        start = 0
+        while start < min(len(p_ids), len(ids)) and p_ids[start] == ids[start]:
+            start += 1
+        rows.append((ids, max(start, 1)))
+    pad = tokenizer.pad_token_id
+    out: list[tuple[float, int]] = []
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i:i + batch_size]
+            width = max(len(ids) for ids, _ in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            target = torch.zeros((len(chunk), width), dtype=torch.bool)
+            for j, (ids, start) in enumerate(chunk):
+                input_ids[j, :len(ids)] = torch.tensor(ids)
+                mask[j, :len(ids)] = 1
+                target[j, start:len(ids)] = True
+            dev = _device(model)
+            logits = model(input_ids=input_ids.to(dev), attention_mask=mask.to(dev)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            tok_logp = logp.gather(-1, input_ids[:, 1:].to(dev).unsqueeze(-1)).squeeze(-1)
+            tmask = target[:, 1:].to(dev)
+            sums = (tok_logp * tmask).sum(-1)
+            for s, n in zip(sums.tolist(), tmask.sum(-1).tolist()):
+                out.append((s, int(n)))
+    return out
+
+
+def mean_nll(logps: list[tuple[float, int]]) -> Optional[float]:
+    tokens = sum(n for _, n in logps)
+    return -sum(s for s, _ in logps) / tokens if tokens else None
+
+
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 8) -> list[str]:
+    """Greedy completions (left padding), decoded without the prompt."""
+    import torch
+
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    texts: list[str] = []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(prompts), batch_size):
+                enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True).to(_device(model))
+                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)
+                texts.extend(tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    finally:
+        tokenizer.padding_side = side
+    return texts
+
+
+def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """ROUGE-L F1 (rouge-score, mean over samples) and corpus BLEU (sacrebleu, 0-100)."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    rouge = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+    bleu = sacrebleu.corpus_bleu(predictions, [references]).score
+    return {"rougeL": sum(rouge) / max(1, len(rouge)), "bleu": bleu}
+
+
+# -- models ----------------------------------------------------------------------------------------
+
+class Models:
+    """The tuned model and the base: one set of weights when the run saved an adapter
+    (the base is the same model with the adapter disabled), two otherwise."""
+
+    def __init__(self, ctx):
+        from .modeling import is_adapter_dir, load_model
+
+        self.ctx = ctx
+        out = ctx.layout.output_dir
+        base = self._place(load_model(ctx.cfg, ctx.precision))
+        self._base = None
+        if is_adapter_dir(out):
+            from peft import PeftModel
+
+            self.tuned = PeftModel.from_pretrained(base, str(out)).eval()
+        else:
+            self.tuned = self._place(load_model(ctx.cfg, ctx.precision, base=str(out))).eval()
+            self._base = base.eval()
+
+    @staticmethod
+    def _place(model):
+        import torch
+
+        if torch.cuda.is_available() and not getattr(model, "hf_device_map", None):
+            model = model.to("cuda")
+        return model
+
+    @contextmanager
+    def base(self):
+        if self._base is not None:
+            yield self._base
+        else:
+            with self.tuned.disable_adapter():
+                yield self.tuned
+
+
+# -- the evaluation --------------------------------------------------------------------------------
+
+def evaluate_and_report(ctx, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Measure, export, write report.md + plots; returns the numbers (merged into metrics.json)."""
+    from .report import write_report
+
+    cfg = ctx.cfg
+    results: dict[str, Any] = {}
+    generations: list[dict[str, str]] = []
+    notes: list[str] = []
+    records, fmt = held_out(ctx)
+    if not records:
+        notes.append("no held-out data (set data.validation or data.validation_split): no validation metrics")
+    try:
+        if cfg.method == "reward":
+            results.update(_reward_model_metrics(ctx, records, fmt))
+        else:
+            generations = _policy_metrics(ctx, records, fmt, results)
+            results.update(_exports(ctx, records, fmt, results, notes))
+    except Exception as exc:  # noqa: BLE001 - the trained model is saved; a failed evaluation must not fail the job
+        log(f"warning: evaluation failed: {type(exc).__name__}: {exc}")
+        notes.append(f"evaluation failed: {type(exc).__name__}: {exc}")
+    report = write_report(ctx, {**metrics, **results}, generations, notes)
+    results["report"] = str(report)
+    log(f"report: {report}")
+    return results
+
+
+def _policy_metrics(ctx, records, fmt, results: dict[str, Any]) -> list[dict[str, str]]:
+    cfg = ctx.cfg
+    models = Models(ctx)
+    tok = _tokenizer(ctx)
+    max_len = cfg.training.max_length
+    pairs = completions(records, fmt, tok) if records else []
+    if pairs:
+        tuned_lp = sequence_logps(models.tuned, tok, pairs, max_len)
+        with models.base() as base:
+            base_lp = sequence_logps(base, tok, pairs, max_len)
+        for name, lp in (("base", base_lp), ("tuned", tuned_lp)):
+            nll = mean_nll(lp)
+            if nll is not None:
+                results[f"val_loss_{name}"] = nll
+                results[f"val_ppl_{name}"] = math.exp(min(nll, 50.0))
+    if records and fmt == "preference" and cfg.method in POLICY_PREFERENCE:
+        results.update(_implicit_rewards(models, tok, records, fmt, cfg.training.beta, max_len))
+    prompts = list(cfg.eval.prompts) or [p for p, _ in pairs[:3]]
+    generations = []
+    if prompts:
+        tuned_gen = generate(models.tuned, tok, prompts, cfg.eval.max_new_tokens)
+        with models.base() as base:
+            base_gen = generate(base, tok, prompts, cfg.eval.max_new_tokens)
+        generations = [{"prompt": p, "base": b, "tuned": t} for p, b, t in zip(prompts, base_gen, tuned_gen)]
+    scored = [(p, ref) for p, ref in pairs[:TEXT_METRIC_SAMPLES] if p and ref.strip()]
+    if scored:
+        sp = [p for p, _ in scored]
+        refs = [r for _, r in scored]
+        tuned_out = generate(models.tuned, tok, sp, cfg.eval.max_new_tokens)
+        with models.base() as base:
+            base_out = generate(base, tok, sp, cfg.eval.max_new_tokens)
+        for name, preds in (("base", base_out), ("tuned", tuned_out)):
+            for k, v in text_metrics(preds, refs).items():
+                results[f"{k}_{name}"] = v
+        if cfg.method == "rl" and ctx.layout.reward_model is not None:
+            results.update(_rl_rewards(ctx, sp, base_out, tuned_out))
+    return generations
+
+
+def _implicit_rewards(models, tok, records, fmt, beta: float, max_len: int) -> dict[str, float]:
+    """Held-out preference accuracy and margins of the DPO implicit reward beta * log(p_tuned / p_base)."""
+    chosen, rejected = completions(records, fmt, tok, "chosen"), completions(records, fmt, tok, "rejected")
+    lp = {"tuned": (sequence_logps(models.tuned, tok, chosen, max_len),
+                    sequence_logps(models.tuned, tok, rejected, max_len))}
+    with models.base() as base:
+        lp["base"] = (sequence_logps(base, tok, chosen, max_len), sequence_logps(base, tok, rejected, max_len))
+    (tc, tr), (bc, br) = lp["tuned"], lp["base"]
+    margins = [beta * ((c[0] - bc_[0]) - (r[0] - br_[0])) for c, r, bc_, br_ in zip(tc, tr, bc, br)]
+    n = len(margins)
+    return {
+        "pref_accuracy": sum(m > 0 for m in margins) / n,
+        "reward_margin": sum(margins) / n,
+        "logp_pref_accuracy_base": sum(c[0] > r[0] for c, r in zip(bc, br)) / n,
+        "logp_pref_accuracy_tuned": sum(c[0] > r[0] for c, r in zip(tc, tr)) / n,
+    }
+
+
+def _reward_model_metrics(ctx, records, fmt) -> dict[str, float]:
+    """Held-out accuracy (score(chosen) > score(rejected)) and mean margin of the trained reward model."""
+    from .methods.reward import load_reward_model, score
+
+    if not records or fmt != "preference":
+        return {}
+    model, tok = load_reward_model(ctx.layout.output_dir, base=ctx.cfg.base_model)
+    model = Models._place(model)
+    chosen = [p + c for p, c in completions(records, fmt, tok, "chosen")]  # rendered like RewardTrainer does
+    rejected = [p + r for p, r in completions(records, fmt, tok, "rejected")]
+    sc = score(model, tok, chosen, ctx.cfg.training.max_length)
+    sr = score(model, tok, rejected, ctx.cfg.training.max_length)
+    margins = [c - r for c, r in zip(sc, sr)]
+    return {"pref_accuracy": sum(m > 0 for m in margins) / len(margins),
+            "reward_margin": sum(margins) / len(margins)}
+
+
+def _rl_rewards(ctx, prompts, base_out, tuned_out) -> dict[str, float]:
+    """Mean reward-model score of base vs tuned generations on held-out prompts."""
+    from .methods.reward import load_reward_model, score
+
+    model, tok = load_reward_model(ctx.layout.reward_model, base=ctx.cfg.base_model)
+    model = Models._place(model)
+    res = {}
+    for name, outs in (("base", base_out), ("tuned", tuned_out)):
+        s = score(model, tok, [p + o for p, o in zip(prompts, outs)], ctx.cfg.training.max_length)
+        res[f"rl_reward_{name}"] = sum(s) / len(s)
+    return res
+
+
+def _tokenizer(ctx):
+    from .modeling import load_tokenizer
+
+    out = ctx.layout.output_dir
+    return load_tokenizer(str(out) if (out / "tokenizer_config.json").is_file() else ctx.tokenizer_source)
+
+
+# -- exports ---------------------------------------------------------------------------------------
+
+def weights_size(path: Path) -> int:
+    """Bytes of the weight files in a model folder (safetensors / bin shards, not tokenizer or logs)."""
+    return sum(p.stat().st_size for p in Path(path).iterdir()
+               if p.is_file() and p.name.endswith((".safetensors", ".bin")) and "adapter" not in p.name)
+
+
+def _exports(ctx, records, fmt, results: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """Merged weights and/or a quantized copy, each with its size and validation loss."""
+    from .modeling import is_adapter_dir
+
+    exp, out = ctx.cfg.export, ctx.layout.output_dir
+    if not exp.merge and not exp.quantize:
+        return {}
+    res: dict[str, Any] = {}
+    tok = _tokenizer(ctx)
+    pairs = completions(records, fmt, tok) if records else []
+    weights = out  # full weights to quantize from
+    merged = out / "merged"
+    if is_adapter_dir(out):
+        from .export import merge_adapter
+
+        try:
+            merge_adapter(out, merged, base=ctx.cfg.base_model)
+        except ValueError as exc:
+            notes.append(f"merge skipped: {exc}")
+            return res
+        weights = merged
+        if exp.merge:
+            res["merged_dir"] = str(merged)
+            res["merged_size_mb"] = weights_size(merged) / 2**20
+            if pairs:
+                res["merged_val_loss"] = _val_loss_of(merged, tok, pairs, ctx.cfg.training.max_length)
+    elif exp.merge:
+        notes.append("merge: the run saved full weights already (no adapter to merge)")
+    if exp.quantize:
+        from .quantize import quantize_model
+
+        qdir = quantize_model(weights, out / f"quantized-{exp.quantize}", exp.quantize)
+        res["quantized_dir"] = str(qdir)
+        res["quantized_size_mb"] = weights_size(qdir) / 2**20
+        res["full_size_mb"] = weights_size(weights) / 2**20
+        if pairs:
+            qloss = _val_loss_of(qdir, tok, pairs, ctx.cfg.training.max_length)
+            res["quantized_val_loss"] = qloss
+            if "val_loss_tuned" in results:
+                res["quantized_val_loss_change"] = qloss - results["val_loss_tuned"]
+    if not exp.merge and weights is merged:
+        shutil.rmtree(merged, ignore_errors=True)  # only needed as the quantization source
+    return res
+
+
+def _val_loss_of(model_dir: Path, tok, pairs, max_length: int) -> Optional[float]:
+    from transformers import AutoModelForCausalLM
+
+    model = Models._place(AutoModelForCausalLM.from_pretrained(str(model_dir))).eval()
+    return mean_nll(sequence_logps(model, tok, pairs, max_length))
