@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from train_entry.config import DataConfig, OutputsConfig, RunConfig, TrainingConfig
+from train_entry.config import DataConfig, DistributedConfig, OutputsConfig, RunConfig, TrainingConfig
 
 from .spec import JobSpec, StageSpec
 
@@ -164,6 +164,14 @@ def resolve_stage_data(spec: JobSpec, index: int, data: DataConfig) -> dict[str,
     return hooks[0](spec, index, data) if hooks else default_resolve_stage_data(spec, index, data)
 
 
+def _distributed(spec: JobSpec, locations: dict[str, Any]) -> DistributedConfig:
+    """World layout from `compute`; the provider's locate may say who starts the processes."""
+    nproc = spec.compute.gpus_per_node or 1
+    nnodes = spec.compute.instance_count
+    default = "torchrun" if nproc * nnodes > 1 else "none"
+    return DistributedConfig(nnodes=nnodes, nproc_per_node=nproc, launcher=locations.get("launcher", default))
+
+
 def resolve_base_model(spec: JobSpec) -> str:
     """A hub id stays as it is; a local directory (relative to the spec file) becomes absolute."""
     from pathlib import Path
@@ -215,6 +223,7 @@ def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None,
             eval=spec.eval,
             export=spec.export,
             outputs=outputs,
+            distributed=_distributed(spec, locations),
             reward_model=locations.get("reward_model"),
             dataset_versions=dict(rdata.get("versions") or {}),
             env_secrets=sorted(spec.secrets),

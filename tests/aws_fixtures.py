@@ -5,6 +5,7 @@ optional fault injector in front of it, and the real boto3 / SageMaker SDK point
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import threading
@@ -33,6 +34,7 @@ class FaultInjector:
         self.app = app
         self.faults: dict[str, list[tuple[str, int, str]]] = {}
         self.seen: dict[str, int] = {}
+        self.bodies: dict[str, list[dict[str, Any]]] = {}
         self.lock = threading.Lock()
 
     def plan(self, target: str, faults: list[tuple[str, int, str]]) -> None:
@@ -41,6 +43,12 @@ class FaultInjector:
 
     def __call__(self, environ, start_response):
         target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target:  # JSON-protocol call: keep its body for assertions on what was sent
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            raw = environ["wsgi.input"].read(length) if length else b""
+            environ["wsgi.input"] = io.BytesIO(raw)
+            with self.lock:
+                self.bodies.setdefault(target, []).append(json.loads(raw or b"{}"))
         with self.lock:
             self.seen[target] = self.seen.get(target, 0) + 1
             queue = self.faults.get(target) or []
@@ -70,11 +78,15 @@ def start_moto() -> tuple[Any, FaultInjector, str]:
 
     holder: dict[str, FaultInjector] = {}
 
+    class QuietHandler(MotoRequestHandler):
+        def log_request(self, *args: Any, **kwargs: Any) -> None:  # no line per request on stderr
+            pass
+
     class FaultyMotoServer(ThreadedMotoServer):
         def _server_entry(self) -> None:
             holder["app"] = FaultInjector(DomainDispatcherApplication(create_backend_app))
             self._server = make_server(self._ip_address, self._port, holder["app"], True,
-                                       request_handler=MotoRequestHandler)
+                                       request_handler=QuietHandler)
             self._server_ready_event.set()
             self._server.serve_forever()
 

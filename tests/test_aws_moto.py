@@ -48,7 +48,10 @@ def test_submit_operate_and_serve_end_to_end(aws_env):
     assert job["StoppingCondition"]["MaxWaitTimeInSeconds"] > job["StoppingCondition"]["MaxRuntimeInSeconds"]
     assert job["CheckpointConfig"]["S3Uri"].startswith(f"s3://{BUCKET}/cloudft/checkpoints/e2e/")
     assert [c["ChannelName"] for c in job["InputDataConfig"]] == ["train", "code", "sm_drivers"]
-    assert json.loads(job["Environment"]["CLOUDFT_SECRET_REFS"]) == {"HF_TOKEN": "secretsmanager:hf"}
+    sent = [b for b in aws_env["faults"].bodies[CREATE] if b["TrainingJobName"] == rec.external_id][-1]
+    assert json.loads(sent["Environment"]["CLOUDFT_SECRET_REFS"]) == {"HF_TOKEN": "secretsmanager:hf"}
+    assert "HF_TOKEN" not in json.dumps(sent.get("HyperParameters") or {})
+    assert {"Key": "team", "Value": "ml"} in sent["Tags"]
     # the dataset is in S3 under its version; the code channel carries run.json with container paths
     version = plan.stages[0].run_config.dataset_versions["train"]
     s3 = boto.client("s3")
@@ -86,7 +89,7 @@ def test_submit_operate_and_serve_end_to_end(aws_env):
     assert (out / "adapter_config.json").exists() and (out / "report.md").exists()
 
     # deploy → invoke → undeploy
-    result = prov.deploy(rec, instance_type="ml.g5.xlarge", endpoint_name="e2e-endpoint")
+    result = prov.deploy(rec, instance_type="ml.g4dn.xlarge", endpoint_name="e2e-endpoint")
     assert result["status"] == "InService"
     model = sm.describe_model(ModelName=result["model"])
     assert model["PrimaryContainer"]["ModelDataUrl"] == uri
@@ -94,7 +97,7 @@ def test_submit_operate_and_serve_end_to_end(aws_env):
     assert env["SM_VLLM_MODEL"] == "Qwen/Qwen2.5-0.5B-Instruct" and env["SM_VLLM_ENABLE_LORA"] == "true"
     assert "huggingface-vllm" in model["PrimaryContainer"]["Image"]
     cfg = sm.describe_endpoint_config(EndpointConfigName=result["endpoint_config"])
-    assert cfg["ProductionVariants"][0]["InstanceType"] == "ml.g5.xlarge"
+    assert cfg["ProductionVariants"][0]["InstanceType"] == "ml.g4dn.xlarge"
     answer = {"choices": [{"text": " The sum is 102."}]}
     req = urllib.request.Request(f"{aws_env['url']}/moto-api/static/sagemaker/endpoint-results", method="POST",
                                  data=json.dumps({"results": [{"Body": json.dumps(answer),
@@ -152,8 +155,6 @@ def test_create_answered_resource_in_use_adopts_the_job(aws_env):
 
 def test_stop_uses_stop_training_job(aws_env):
     """moto lacks StopTrainingJob / StopPipelineExecution: checked with Stubber against the service model."""
-    from botocore.stub import ANY
-
     from cloudft.providers.aws.operate import stop
 
     sm = aws_env["boto"].client("sagemaker")
@@ -161,7 +162,7 @@ def test_stop_uses_stop_training_job(aws_env):
     with Stubber(sm) as stub:
         stub.add_response("stop_training_job", {}, {"TrainingJobName": "cft-x-abc-1"})
         stub.add_response("stop_pipeline_execution", {"PipelineExecutionArn": execution},
-                          {"PipelineExecutionArn": execution, "ClientRequestToken": ANY})
+                          {"PipelineExecutionArn": execution})  # botocore adds the idempotency token
         stop(sm, "job", "cft-x-abc-1")
         stop(sm, "pipeline", execution)
         stub.assert_no_pending_responses()

@@ -151,3 +151,15 @@ def test_endpoint_and_deployment_validate_and_round_trip(tmp_path):
     assert Path(dep.code_configuration.code, "score.py").is_file()
     assert dep.model.path.endswith("/0-sft/adapter/") and dep.environment_variables["CLOUDFT_BASE_MODEL"]
     assert dep.readiness_probe.initial_delay >= 300
+
+
+def test_stack_outputs_fill_unset_keys_and_spec_wins(tmp_path):
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text('{"subscription_id": "sub-from-stack", "resource_group": "rg-stack", "workspace": "ws-stack",'
+                       ' "compute": "gpu-cluster", "key_vault": "kv-stack"}')
+    text = LORA.read_text().replace("  subscription_id: 00000000-0000-0000-0000-000000000000\n", "")
+    prov = AzureProvider()
+    prov.stack = str(outputs)
+    section = prov.section(load_spec_text(text, str(LORA)))
+    assert section.subscription_id == "sub-from-stack" and section.compute == "gpu-cluster"
+    assert section.workspace == "cloudft-ws" and section.key_vault == "cloudft-kv"  # the spec's values win

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from cloudft.plan import build_plan
@@ -53,7 +52,7 @@ def test_staged_snapshot_trains_tiny_model_with_folder_inputs(tmp_path, monkeypa
         command = command.replace("${{%s}}" % key, str(path))
     assert "${{" not in command and "torchrun" not in command
     env = dict(os.environ, PYTHONPATH="", MLFLOW_TRACKING_URI=f"file:{tmp_path / 'mlruns'}",
-               HF_HUB_OFFLINE="1", **{k: str(v) for k, v in job["environment_variables"].items()})
+               MLFLOW_ALLOW_FILE_STORE="true", HF_HUB_OFFLINE="1", **{k: str(v) for k, v in job["environment_variables"].items()})
     argv = command.split()
     argv[0] = sys.executable  # the environment's python
     proc = subprocess.run(argv, cwd=out / "code", env=env, capture_output=True, text=True, timeout=300)

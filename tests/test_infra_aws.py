@@ -151,6 +151,7 @@ def test_serving_model_endpoint_config_endpoint(instance_type, with_key):
     variant = config["productionVariants"][0]
     assert variant["modelName"] == model.outputs["name"] and variant["instanceType"] == instance_type
     assert ("kmsKeyArn" in config) is with_key and config.get("kmsKeyArn", out["kms_key_arn"]) == out["kms_key_arn"]
+    assert model.inputs["primaryContainer"]["environment"] == {"OPTION_ENABLE_LORA": "true"}
     assert "name" not in config  # auto-named: a change creates the new config before deleting the old one
     endpoint = mocks.one("sagemaker/endpoint:Endpoint")
     assert out["endpoint_name"] == "cft-ep" == endpoint.outputs["name"]
@@ -164,8 +165,9 @@ def test_settings_from_pulumi_config():
         values = {"prefix": "/p/", "secretArns": ["arn:x"], "labeling": {"enabled": True},
                   "serving": {"enabled": True, "image": "img", "environment": {"A": 1}}}
 
-        def get_object(self, key):
-            return self.values.get(key)
+        def get(self, key):  # what pulumi.Config.get returns: the raw string (JSON for non-strings)
+            value = self.values.get(key)
+            return value if value is None or isinstance(value, str) else json.dumps(value)
 
     s = AwsStackSettings.from_config(Cfg(), stack="Prod_1")
     assert (s.name, s.prefix, s.checkpoint_prefixes) == ("cloudft-prod-1", "p", ["p/checkpoints/"])
@@ -175,3 +177,15 @@ def test_settings_from_pulumi_config():
         AwsStackSettings(serving=ServingSettings(enabled=True))
     with pytest.raises(ValueError, match="securityGroupIds"):
         AwsStackSettings(subnets=["subnet-1"])
+
+
+def test_serving_uses_cloudft_deploy_container_form_and_image_uri_output():
+    from cloudft.providers.aws.deploy import VARIANT, container_env
+
+    mocks, out = _aws(AwsStackSettings(name="cft", image_tag="v1", serving=ServingSettings(
+        enabled=True, image="vllm:1", base_model="Qwen/Qwen2.5-0.5B", lora_rank=32,
+        model_data_url="s3://b/cloudft/out/model.tar.gz", environment={"SM_VLLM_MAX_LORAS": "2"})))
+    env = mocks.one("sagemaker/model:Model").inputs["primaryContainer"]["environment"]
+    assert env == {**container_env("Qwen/Qwen2.5-0.5B", 32), "SM_VLLM_MAX_LORAS": "2"}
+    assert mocks.one("EndpointConfiguration").inputs["productionVariants"][0]["variantName"] == VARIANT
+    assert out["image_uri"] == out["repository_url"] + ":v1"

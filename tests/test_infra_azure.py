@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from infra_fixtures import SUBSCRIPTION, TENANT, run_program
 
@@ -31,7 +33,9 @@ def test_outputs_are_the_contract_and_wired_to_resources(base):
     assert out["compute"] == mocks.one(":Compute").outputs["name"] == "cft-gpu"
     assert out["key_vault"] == mocks.one(":Vault").outputs["name"]
     assert out["storage_account"] == mocks.one(":StorageAccount").outputs["name"]
-    assert out["registry"] == mocks.one(":Registry").outputs["name"]
+    assert out["container_registry"] == mocks.one(":Registry").outputs["name"]
+    assert out["registry_login_server"] == mocks.one(":Registry").outputs["loginServer"]
+    assert out["registry"] is None  # an Azure ML registry is only passed through (cloudft:mlRegistry)
     assert out["endpoint_name"] is None and mocks.of_type(":OnlineEndpoint") == []
 
 
@@ -115,15 +119,17 @@ def test_endpoint_without_model_creates_no_deployment():
 
 def test_settings_from_pulumi_config():
     class Cfg:
-        values = {"cluster": {"lowPriority": True, "idleSeconds": 300, "maxNodes": "3"},
+        values = {"mlRegistry": "shared-models", "cluster": {"lowPriority": True, "idleSeconds": 300, "maxNodes": "3"},
                   "endpoint": {"enabled": True, "environmentVariables": {"N": 2}}}
 
-        def get_object(self, key):
-            return self.values.get(key)
+        def get(self, key):  # what pulumi.Config.get returns: the raw string (JSON for non-strings)
+            value = self.values.get(key)
+            return value if value is None or isinstance(value, str) else json.dumps(value)
 
     s = AzureStackSettings.from_config(Cfg(), stack="dev", location="northeurope")
     assert (s.name, s.location, s.cluster.max_nodes, s.cluster.low_priority) == ("cloudft-dev", "northeurope", 3, True)
     assert s.endpoint.enabled and s.endpoint.environment_variables == {"N": "2"}
+    assert s.ml_registry == "shared-models"
     with pytest.raises(ValueError, match="managedNetwork"):
         AzureStackSettings(managed_network="Open")
     with pytest.raises(ValueError, match="idleSeconds"):

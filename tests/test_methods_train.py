@@ -39,7 +39,8 @@ def _lora_b(state: dict) -> list[torch.Tensor]:
 
 def _generate(model, tokenizer, prompt="Compute 2 + 3.", n=5):
     enc = tokenizer(prompt, return_tensors="pt")
-    out = model.generate(**enc, max_new_tokens=n, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    out = model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                         pad_token_id=tokenizer.pad_token_id)
     return out.shape[1] - enc["input_ids"].shape[1]
 
 
@@ -91,18 +92,17 @@ def test_dpo_report_and_plots(dpo_run):
     assert [r["step"] for r in logged if "loss" in r] == [1, 2, 3]
 
 
-def test_dpo_conversational_full_finetune(work, tiny_model):
+def test_dpo_conversational_full_finetune(work, tiny_model, capsys):
     """Real HH-RLHF pairs in TRL's conversational format, full fine-tuning: the reference log-probs are
     precomputed, so no second copy of the model is kept."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from train_entry.methods.dpo import precompute_pays  # noqa: F401 - the rule is tested in test_methods_units
 
     data = write_jsonl(work / "hh.jsonl", hh_records(8))
     cfg = write_config(work, "dpo-chat", tiny_model, "dpo", data, peft={"type": "none"},
                        training={"max_steps": 2, "learning_rate": 1e-3, "max_length": 96}, eval={"enabled": False})
     rc, out = run_stage(cfg)
     assert rc == 0
+    assert "dpo: reference = precomputed log-probs" in capsys.readouterr().out
     tuned = AutoModelForCausalLM.from_pretrained(out)
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     changed = [n for n, p in tuned.named_parameters() if not torch.equal(p, base.get_parameter(n))]

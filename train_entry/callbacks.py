@@ -42,9 +42,26 @@ class ProgressCallback(TrainerCallback):
         elif any(k.startswith("eval_") for k in logs):
             emit("eval", step=state.global_step, **{k: v for k, v in logs.items() if k.startswith("eval_")})
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(self, args, state, control, model=None, **kwargs):
         if state.is_world_process_zero:
             emit("train_end", stage=self.stage, step=state.global_step)
+        if args.world_size > 1 and model is not None:
+            # every rank reports a digest of its trainable weights: data-parallel replicas must agree
+            emit("rank_digest", rank=args.process_index, digest=trainable_digest(model))
+
+
+def trainable_digest(model) -> str:
+    """SHA-256 over the trainable parameters (names and float32 bytes, rounded to 1e-6)."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        if p.requires_grad:
+            h.update(name.encode())
+            h.update(torch.round(p.detach().float().cpu() * 1e6).to(torch.int64).numpy().tobytes())
+    return h.hexdigest()
 
 
 class CheckpointPolicyCallback(TrainerCallback):

@@ -71,6 +71,12 @@ class TrainContext:
             dataloader_pin_memory=self.precision != "fp32",
             ddp_find_unused_parameters=False if self.world.distributed else None,
         )
+        if self.world.distributed and self.precision == "fp32":
+            import torch
+
+            if not torch.cuda.is_available():
+                # CPU data parallel: accelerate only wraps the model in DDP when told it runs on the CPU
+                args.update(ddp_backend="gloo", use_cpu=True)
         if t.gradient_checkpointing:
             args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
         return args

@@ -113,6 +113,7 @@ def sequence_logps(model, tokenizer, pairs: list[tuple[str, str]], max_length: i
                 target[j, start:len(ids)] = True
             dev = _device(model)
             logits = model(input_ids=input_ids.to(dev), attention_mask=mask.to(dev)).logits.float()
+            logits = logits[:, -width:]  # prompt tuning / p-tuning prepend virtual-token positions
             logp = torch.log_softmax(logits[:, :-1], dim=-1)
             tok_logp = logp.gather(-1, input_ids[:, 1:].to(dev).unsqueeze(-1)).squeeze(-1)
             tmask = target[:, 1:].to(dev)

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deploy": ("cloudft.cli.serve:deploy_cmd", "Serve a run's adapter on a managed endpoint."),
     "invoke": ("cloudft.cli.serve:invoke_cmd", "Send a prompt to a deployed endpoint."),
     "undeploy": ("cloudft.cli.serve:undeploy_cmd", "Remove what deploy created."),
+    "catalog": ("cloudft.cli.catalog:catalog_group", "Instance catalogs and prices (list, refresh)."),
     "data": ("cloudft.cli.data:data_group", "Validate, prepare and describe datasets."),
     "label": ("cloudft.cli.label:label_group", "Human preference labeling: candidates, app, Ground Truth, export."),
     "infra": ("cloudft.cli.infra:infra_group", "Provision cloud infrastructure with Pulumi stacks."),

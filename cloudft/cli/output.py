@@ -60,7 +60,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:,.2f}"
     if isinstance(v, (dict, list)):
-        return json.dumps(v, default=str)
+        return json.dumps(v, default=str, ensure_ascii=False)
     return str(v)
 
 

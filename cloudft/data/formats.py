@@ -42,7 +42,7 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
                   "model": "assistant", "chatgpt": "assistant", "system": "system"}
 LABEL_VALUES = {"true": True, "1": True, "yes": True, "good": True, "desirable": True, "thumbs_up": True,
                 "false": False, "0": False, "no": False, "bad": False, "undesirable": False, "thumbs_down": False}
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 PAIRWISE_KEYS = ("response_a", "response_b", "label", "label_a", "label_b")
 
@@ -140,7 +140,6 @@ def _text(obj: dict, key: str, *, empty_reason: str = "empty_field", name: Optio
         raise RecordError(name, "wrong_type", f"'{name}' must be a string, got {type(value).__name__}")
     if not value.strip():
         raise RecordError(name, empty_reason, f"'{name}' is empty")
-    _check_chars(value, name)
     return value
 
 
@@ -148,23 +147,23 @@ def _check_chars(value: str, field: str) -> None:
     m = CONTROL.search(value)
     if m:
         code = ord(m.group())
-        what = "NUL" if code == 0 else f"control character U+{code:04X}"
+        what = ("NUL" if code == 0 else "lone surrogate" if 0xD800 <= code <= 0xDFFF
+                else f"control character U+{code:04X}")
         raise RecordError(field, "control_chars", f"{what} at character {m.start()}")
 
 
-def _maybe_json_list(value: Any) -> Any:
-    """CSV cells hold JSON text; turn a '[...]' cell into the list it encodes."""
-    if isinstance(value, str) and value.lstrip().startswith("["):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
+def check_chars(record: dict) -> None:
+    """Raise RecordError for a NUL, control character or lone surrogate anywhere in a canonical record."""
+    for key, value in record.items():
+        if isinstance(value, str):
+            _check_chars(value, key)
+        elif isinstance(value, list):
+            for i, msg in enumerate(value):
+                _check_chars(msg["content"], f"{key}[{i}].content")
 
 
 def _messages(value: Any, field: str, *, role_key: str = "role", content_key: str = "content",
               role_map: Optional[dict[str, str]] = None) -> list[dict[str, str]]:
-    value = _maybe_json_list(value)
     if value is None:
         raise RecordError(field, "missing_field", f"'{field}' is missing")
     if not isinstance(value, list):
@@ -191,7 +190,6 @@ def _messages(value: Any, field: str, *, role_key: str = "role", content_key: st
                               f"'{content_key}' must be a string, got {type(content).__name__}")
         if not content.strip():
             raise RecordError(f"{where}.{content_key}", "empty_field", "message content is empty")
-        _check_chars(content, f"{where}.{content_key}")
         out.append({"role": mapped, "content": content})
     return out
 
@@ -214,7 +212,7 @@ def check_turn_order(msgs: list[dict[str, str]], field: str, *, last: Optional[s
 
 def _prompt_completion(obj: dict, *, prompt_only: bool = False) -> dict:
     prompt = obj.get("prompt")
-    if isinstance(_maybe_json_list(prompt), list):
+    if isinstance(prompt, list):
         msgs = _messages(prompt, "prompt")
         check_turn_order(msgs, "prompt", last="user")
         out: dict[str, Any] = {"prompt": msgs}
@@ -238,8 +236,6 @@ def _alpaca(obj: dict, **_: Any) -> dict:
     extra = obj.get("input")
     if extra is not None and not isinstance(extra, str):
         raise RecordError("input", "wrong_type", f"'input' must be a string, got {type(extra).__name__}")
-    if extra:
-        _check_chars(extra, "input")
     prompt = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
     return {"prompt": prompt, "completion": _text(obj, "output")}
 
@@ -262,7 +258,7 @@ def _plain_text(obj: dict, **_: Any) -> dict:
 
 
 def _preference(obj: dict, **_: Any) -> dict:
-    chosen, rejected = _maybe_json_list(obj.get("chosen")), _maybe_json_list(obj.get("rejected"))
+    chosen, rejected = obj.get("chosen"), obj.get("rejected")
     if isinstance(chosen, list) or isinstance(rejected, list):
         return _conversational_preference(obj, chosen, rejected)
     out = {"prompt": _text(obj, "prompt", empty_reason="empty_prompt"),
@@ -351,13 +347,20 @@ NORMALISERS: dict[str, Callable[..., dict]] = {
 }
 
 
-def normalise(obj: Any, fmt: str, *, prompt_only: bool = False) -> dict:
-    """The canonical record for `obj` in source format `fmt`; raises RecordError naming the field and reason."""
+def normalise(obj: Any, fmt: str, *, prompt_only: bool = False, chars: bool = True) -> dict:
+    """The canonical record for `obj` in source format `fmt`; raises RecordError naming the field and reason.
+
+    `chars=False` skips the control-character scan (the reader knows the raw line cannot hold one).
+    """
     if not isinstance(obj, dict):
         raise RecordError("", "not_an_object", f"record is a {type(obj).__name__}, not an object")
     if fmt == "prompt_completion":
-        return _prompt_completion(obj, prompt_only=prompt_only)
-    return NORMALISERS[fmt](obj)
+        rec = _prompt_completion(obj, prompt_only=prompt_only)
+    else:
+        rec = NORMALISERS[fmt](obj)
+    if chars:
+        check_chars(rec)
+    return rec
 
 
 def prompt_key(record: dict) -> Optional[str]:

@@ -21,7 +21,7 @@ from .formats import (METHOD_KINDS, SOURCE_TO_CANONICAL, detect_format, make_map
 from .problems import DataProblem, RecordError, Summary
 from .readers import RawItem, iter_raw
 from .tokens import CHARS_PER_TOKEN_BOUND, TokenCounter
-from .version import assign_split, canonical_line, record_digest
+from .version import canonical_bytes, hash_fraction, record_digest, split_bounds
 
 DETECT_WINDOW = 100
 MIN_EXAMPLES, FEW_EXAMPLES, MIN_VALIDATION = 50, 500, 50
@@ -49,7 +49,7 @@ class Out:
     """One accepted record."""
 
     split: str
-    line: str
+    line: bytes  # canonical JSON, UTF-8
     digest: bytes
     record: dict
 
@@ -72,6 +72,7 @@ class Pipeline:
         self._where: dict[int, str] = {}  # near-dup key (file ref | line) -> split
         self._leaks: list[str] = []
         self._leak_count = 0
+        self._bounds = split_bounds(options.holdout)
         if options.near_dup:
             from .dedup import NearDupIndex
 
@@ -107,10 +108,10 @@ class Pipeline:
         for item in items:
             self.summary.records_in += 1
             if item.problem is not None:
-                self._reject(item.problem, item.raw)
+                self._reject(item.problem, item.raw_text())
                 continue
             try:
-                rec = normalise(self._mapper(item.obj), fmt, prompt_only=prompt_only)
+                rec = normalise(self._mapper(item.obj), fmt, prompt_only=prompt_only, chars=item.needs_char_check())
             except RecordError as exc:
                 self._reject(DataProblem(name, item.line, source_field(self.opt.columns, exc.field), exc.reason,
                                          exc.message, exc.fix), _raw(item))
@@ -156,7 +157,7 @@ class Pipeline:
         return chain(head, items)
 
     def _flush(self, batch: list[tuple[RawItem, dict]], name: str, file_ref: int, split: str) -> Iterator[Out]:
-        lines = [canonical_line(rec) for _, rec in batch]
+        lines = [canonical_bytes(rec) for _, rec in batch]
         lengths = self._lengths(batch, lines)
         for (item, rec), line, length in zip(batch, lines, lengths):
             if length is not None:
@@ -173,8 +174,9 @@ class Pipeline:
             self._seen[key] = ref
             rec_split = split
             pkey = prompt_key(rec) if (self.opt.holdout or self._track_prompts) else None
-            if self.opt.holdout and split == "train":
-                rec_split = assign_split(pkey or line, self.opt.holdout)
+            if self._bounds and split == "train":
+                x = hash_fraction(pkey or line)
+                rec_split = next((name for name, end in self._bounds if x < end), "train")
             if self._near is not None and self._near_dup(rec, ref, rec_split, name, item):
                 continue
             if pkey is not None and self._track_prompts:
@@ -189,7 +191,7 @@ class Pipeline:
             self.summary.splits[rec_split] = self.summary.splits.get(rec_split, 0) + 1
             yield Out(rec_split, line, digest, rec)
 
-    def _lengths(self, batch: list[tuple[RawItem, dict]], lines: list[str]) -> list[Optional[str]]:
+    def _lengths(self, batch: list[tuple[RawItem, dict]], lines: list[bytes]) -> list[Optional[str]]:
         """For each record: None when it fits max_length, else the message saying how long it is."""
         out: list[Optional[str]] = [None] * len(batch)
         limit = self.opt.max_length
@@ -257,7 +259,7 @@ class Pipeline:
 
 
 def _raw(item: RawItem) -> Any:
-    return item.raw if item.raw is not None else item.obj
+    return item.raw_text()
 
 
 def advice(splits: dict[str, int], fmt: Optional[str] = None) -> list[str]:

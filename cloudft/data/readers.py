@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Optional
@@ -24,15 +25,35 @@ PARQUET_SUFFIXES = {".parquet", ".pq"}
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 MAX_RAW_CHARS = 1_000_000  # raw text kept per quarantined record (the rest is elided, with its length)
 
+try:  # orjson is several times faster than the standard library; results are the same for valid JSON
+    from orjson import loads as fast_loads
+except ImportError:  # pragma: no cover - optional speed-up
+    fast_loads = json.loads
+
+
+_ESCAPE_OR_DEL = re.compile(rb"\\u|\x7f").search
+
 
 @dataclass
 class RawItem:
-    """One record as read: `obj` (a parsed value) or `problem` (why it could not be read), plus its raw text."""
+    """One record as read: `obj` (a parsed value) or `problem` (why it could not be read), plus its raw text
+    (`bytes` for JSONL lines, decoded only when the record is quarantined)."""
 
     line: int
     obj: Any = None
-    raw: Optional[str] = None
+    raw: Any = None
     problem: Optional[DataProblem] = None
+
+    def needs_char_check(self) -> bool:
+        """False when the raw JSON line cannot hold control characters (no \\u escape, no DEL byte)."""
+        raw = self.raw
+        return not isinstance(raw, bytes) or _ESCAPE_OR_DEL(raw) is not None
+
+    def raw_text(self) -> Any:
+        """The raw record for the quarantine file (text, or the parsed value for Parquet)."""
+        if isinstance(self.raw, bytes):
+            return clip(self.raw.decode("utf-8", "replace"))
+        return self.raw if self.raw is not None else self.obj
 
 
 Warn = Callable[[DataProblem], None]
@@ -96,27 +117,31 @@ def _utf8_problem(name: str, line: int, exc: UnicodeDecodeError) -> DataProblem:
 
 
 def _iter_jsonl(path: Path, name: str, warn: Warn) -> Iterator[RawItem]:
-    loads = json.loads
+    """JSONL: orjson parses the bytes when installed; the standard library explains the lines that fail."""
+    fast = fast_loads
     with _open_binary(path) as fh:
         for lineno, data in enumerate(fh, 1):
             if lineno == 1 and data.startswith(BOM):
                 data = data[len(BOM):]
                 warn(DataProblem(name, 1, "", "bom", "file starts with a UTF-8 byte-order mark (ignored)"))
             data = data.rstrip(b"\r\n")
-            if not data.strip():
-                continue
             try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield RawItem(lineno, raw=clip(data.decode("utf-8", "replace")), problem=_utf8_problem(name, lineno, exc))
-                continue
-            try:
-                obj = loads(text)
-            except json.JSONDecodeError as exc:
-                yield RawItem(lineno, raw=clip(text), problem=DataProblem(
-                    name, lineno, "", "invalid_json", f"invalid JSON at column {exc.colno}: {exc.msg}"))
-                continue
-            yield RawItem(lineno, obj=obj, raw=text)
+                obj = fast(data)
+            except ValueError:
+                if not data.strip():
+                    continue
+                try:
+                    text = data.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield RawItem(lineno, raw=data, problem=_utf8_problem(name, lineno, exc))
+                    continue
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    yield RawItem(lineno, raw=data, problem=DataProblem(
+                        name, lineno, "", "invalid_json", f"invalid JSON at column {exc.colno}: {exc.msg}"))
+                    continue
+            yield RawItem(lineno, obj=obj, raw=data)
 
 
 def _iter_json_array(path: Path, name: str, warn: Warn) -> Iterator[RawItem]:
@@ -184,7 +209,17 @@ def _iter_csv(path: Path, name: str, delimiter: str, warn: Warn) -> Iterator[Raw
                 yield RawItem(start, raw=clip(raw), problem=DataProblem(
                     name, start, "", "malformed_row", f"row has {len(row)} fields, the header has {len(header)}"))
                 continue
-            yield RawItem(start, obj=dict(zip(header, row)), raw=clip(raw))
+            yield RawItem(start, obj={k: _cell(v) for k, v in zip(header, row)}, raw=clip(raw))
+
+
+def _cell(value: str) -> Any:
+    """A CSV cell; a JSON list of objects (e.g. messages) is decoded."""
+    if value.startswith("[{") and value.endswith("]"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
 
 
 def _has_surrogate(text: str) -> bool:

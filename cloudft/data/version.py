@@ -26,14 +26,26 @@ MANIFEST_SCHEMA = 1
 _VERSION_SALT = b"cloudft-dataset-v1\n"
 
 
+try:  # same bytes as the standard library for canonical records (strings, bools, lists, objects), faster
+    import orjson
+
+    def canonical_bytes(record: dict) -> bytes:
+        """The one canonical serialisation of a record, UTF-8 (what is hashed and written)."""
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+except ImportError:  # pragma: no cover - optional speed-up
+    def canonical_bytes(record: dict) -> bytes:
+        """The one canonical serialisation of a record, UTF-8 (what is hashed and written)."""
+        return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
 def canonical_line(record: dict) -> str:
-    """The one canonical serialisation of a record (what is hashed and written)."""
-    return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    """The canonical serialisation as text: sorted keys, no spaces, non-ASCII kept as is."""
+    return canonical_bytes(record).decode("utf-8")
 
 
-def record_digest(line: str) -> bytes:
+def record_digest(line: Union[str, bytes]) -> bytes:
     """SHA-256 of one canonical line."""
-    return hashlib.sha256(line.encode("utf-8")).digest()
+    return hashlib.sha256(line.encode("utf-8") if isinstance(line, str) else line).digest()
 
 
 def version_of_digests(digests: Iterable[bytes]) -> str:
@@ -46,7 +58,7 @@ def version_of_digests(digests: Iterable[bytes]) -> str:
 
 def dataset_version(records: Iterable[dict]) -> str:
     """SHA-256 version of canonical records, independent of their order."""
-    return version_of_digests(record_digest(canonical_line(r)) for r in records)
+    return version_of_digests(record_digest(canonical_bytes(r)) for r in records)
 
 
 def combined_version(fmt: str, versions: Mapping[str, str]) -> str:
@@ -64,23 +76,31 @@ def file_sha256(path: Union[str, Path]) -> str:
     return h.hexdigest()
 
 
-def hash_fraction(key: str) -> float:
+def hash_fraction(key: Union[str, bytes]) -> float:
     """A stable number in [0, 1) from `key` (for deterministic splits)."""
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
+    data = key.encode("utf-8") if isinstance(key, str) else key
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") / 2.0 ** 64
 
 
-def assign_split(key: str, splits: Mapping[str, float]) -> str:
+def assign_split(key: Union[str, bytes], splits: Mapping[str, float]) -> str:
     """The split a record with this key belongs to. `splits` maps names to fractions; 'train' takes the rest.
 
     Held-out splits take fixed slices of [0, 1) in sorted-name order, so adding records never moves old ones.
     """
     x = hash_fraction(key)
-    start = 0.0
-    for name in sorted(s for s in splits if s != "train"):
-        start += splits[name]
-        if x < start:
+    for name, end in split_bounds(splits):
+        if x < end:
             return name
     return "train"
+
+
+def split_bounds(splits: Mapping[str, float]) -> list[tuple[str, float]]:
+    """(name, upper bound) of each held-out split's slice of [0, 1), in sorted-name order."""
+    out, start = [], 0.0
+    for name in sorted(s for s in splits if s != "train"):
+        start += splits[name]
+        out.append((name, start))
+    return out
 
 
 class DatasetWriter:
@@ -92,13 +112,15 @@ class DatasetWriter:
         self._files: dict[str, Any] = {}
         self._digests: dict[str, list[bytes]] = {}
 
-    def add(self, split: str, line: str, digest: Optional[bytes] = None) -> None:
+    def add(self, split: str, line: Union[str, bytes], digest: Optional[bytes] = None) -> None:
+        """Append one canonical line (text or UTF-8 bytes) to the split's file."""
         fh = self._files.get(split)
         if fh is None:
-            fh = self._files[split] = open(self.out_dir / f"{split}.jsonl", "w", encoding="utf-8")
+            fh = self._files[split] = open(self.out_dir / f"{split}.jsonl", "wb")
             self._digests[split] = []
-        fh.write(line)
-        fh.write("\n")
+        data = line.encode("utf-8") if isinstance(line, str) else line
+        fh.write(data)
+        fh.write(b"\n")
         self._digests[split].append(digest or record_digest(line))
 
     def close(self) -> tuple[dict[str, int], dict[str, str]]:
@@ -171,7 +193,7 @@ def write_dataset(records: Union[Iterable[dict], Mapping[str, Iterable[dict]]], 
             except RecordError as exc:
                 raise CloudftError(f"record {i + 1} ({fixed_split or 'records'}): {exc.field}: {exc.message}",
                                    hint=f"write {format} records (see docs/data.md)") from None
-            line = canonical_line(rec)
+            line = canonical_bytes(rec)
             split = fixed_split or (assign_split(_split_key(rec, line), splits) if splits else "train")
             writer.add(split, line)
     counts, versions = writer.close()
@@ -180,7 +202,7 @@ def write_dataset(records: Union[Iterable[dict], Mapping[str, Iterable[dict]]], 
     return manifest
 
 
-def _split_key(record: dict, line: str) -> str:
+def _split_key(record: dict, line: bytes) -> Union[str, bytes]:
     from .formats import prompt_key
 
     return prompt_key(record) or line

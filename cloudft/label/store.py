@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import random
 import secrets
 import sqlite3
@@ -102,14 +103,24 @@ class Store:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._pool: "queue.SimpleQueue[sqlite3.Connection]" = queue.SimpleQueue()
+
+    def _connect(self) -> sqlite3.Connection:
+        c = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=FULL")  # a commit is on disk before the label is acknowledged
+        c.row_factory = sqlite3.Row
+        return c
 
     @contextmanager
     def conn(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        c = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        """A pooled connection (reused, so the WAL is not checkpointed on every close); `write` wraps the
+        block in one IMMEDIATE transaction that commits on success and rolls back on error."""
         try:
-            c.execute("PRAGMA journal_mode=WAL")
-            c.execute("PRAGMA synchronous=FULL")
-            c.row_factory = sqlite3.Row
+            c = self._pool.get_nowait()
+        except queue.Empty:
+            c = self._connect()
+        try:
             if write:
                 c.execute("BEGIN IMMEDIATE")
                 try:
@@ -120,8 +131,11 @@ class Store:
                 c.execute("COMMIT")
             else:
                 yield c
-        finally:
+        except BaseException:
             c.close()
+            raise
+        else:
+            self._pool.put(c)
 
     # -- creation ---------------------------------------------------------------------------------------
     @classmethod
@@ -218,7 +232,7 @@ class Store:
 
     def next_item(self, name: str) -> Optional[dict]:
         """The annotator's next unlabelled item (with its display swap), marking when it was first served."""
-        with self.conn(write=True) as c:
+        with self.conn() as c:  # read first: the write lock is taken only the first time an item is served
             row = c.execute(
                 "SELECT s.pair_id, s.swapped, s.position, s.served_at FROM assignments s LEFT JOIN labels l "
                 "ON l.annotator = s.annotator AND l.pair_id = s.pair_id "
@@ -226,8 +240,8 @@ class Store:
             if row is None:
                 return None
             if row["served_at"] is None:
-                c.execute("UPDATE assignments SET served_at = ? WHERE annotator = ? AND pair_id = ?",
-                          (time.time(), name, row["pair_id"]))
+                c.execute("UPDATE assignments SET served_at = ? WHERE annotator = ? AND pair_id = ? "
+                          "AND served_at IS NULL", (time.time(), name, row["pair_id"]))
             item = _item(c.execute("SELECT * FROM items WHERE pair_id = ?", (row["pair_id"],)).fetchone())
         item["swapped"] = bool(row["swapped"])
         return item

@@ -178,13 +178,14 @@ def _smaller_hint(arch: "Arch", plan: "Plan") -> str:
     tries = [("gradient_checkpointing: true", {"gradient_checkpointing": True}),
              ("peft.type: qlora + gradient_checkpointing: true",
               {"gradient_checkpointing": True, "peft": "qlora", "quant_bits": 4})]
+    hints = []
     for label, change in tries:
+        if plan.spec.peft.type == "none" and "peft" in change:
+            continue  # QLoRA is a different method, not a memory setting of full fine-tuning
         peak = max(estimate_memory(arch, dataclasses.replace(setup_for_stage(st), **change))["peak_gb_per_device"]
                    for st in plan.stages)
-        if plan.spec.peft.type == "none" and "peft" in change:
-            continue
-        return f"; with {label} the peak would be {peak:.1f} GB"
-    return ""
+        hints.append(f"with {label} the peak would be {peak:.1f} GB")
+    return "; " + "; ".join(hints) if hints else ""
 
 
 def check_budget(plan: "Plan", force: bool = False) -> None:

@@ -37,6 +37,8 @@ class ServingSettings:
     enabled: bool = False
     image: str = ""
     model_data_url: Optional[str] = None
+    base_model: Optional[str] = None
+    lora_rank: int = 16
     instance_type: str = "ml.g5.2xlarge"
     instance_count: int = 1
     environment: dict[str, str] = field(default_factory=dict)
@@ -57,6 +59,7 @@ class AwsStackSettings:
     subnets: list[str] = field(default_factory=list)
     security_group_ids: list[str] = field(default_factory=list)
     pull_repository_arns: list[str] = field(default_factory=list)
+    image_tag: Optional[str] = None
     tags: dict[str, str] = field(default_factory=dict)
     labeling: LabelingSettings = field(default_factory=LabelingSettings)
     serving: ServingSettings = field(default_factory=ServingSettings)
@@ -86,6 +89,7 @@ class AwsStackSettings:
             subnets=list(c.get("subnets", [])),
             security_group_ids=list(c.get("securityGroupIds", [])),
             pull_repository_arns=list(c.get("pullRepositoryArns", [])),
+            image_tag=c.get("imageTag"),
             tags=dict(c.get("tags", {})),
             labeling=LabelingSettings(
                 enabled=bool(lab.get("enabled", False)),
@@ -96,11 +100,24 @@ class AwsStackSettings:
                 consolidation_dir=resolve_dir(lab.get("consolidationDir"), DEFAULT_CONSOLIDATION_DIR)),
             serving=ServingSettings(
                 enabled=bool(srv.get("enabled", False)), image=srv.get("image", ""),
-                model_data_url=srv.get("modelDataUrl"), instance_type=srv.get("instanceType", "ml.g5.2xlarge"),
+                model_data_url=srv.get("modelDataUrl"), base_model=srv.get("baseModel"),
+                lora_rank=int(srv.get("loraRank", 16)), instance_type=srv.get("instanceType", "ml.g5.2xlarge"),
                 instance_count=int(srv.get("instanceCount", 1)),
                 environment={str(k): str(v) for k, v in dict(srv.get("environment", {})).items()},
                 endpoint_name=srv.get("endpointName")),
         )
+
+
+def serving_environment(srv: ServingSettings) -> dict[str, str]:
+    """The serving container's environment: with `base_model`, the same vLLM LoRA settings `cloudft deploy` uses
+    (`cloudft.providers.aws.deploy.container_env`), then `environment` on top."""
+    env: dict[str, str] = {}
+    if srv.base_model:
+        from cloudft.providers.aws.deploy import container_env
+
+        env.update(container_env(srv.base_model, srv.lora_rank))
+    env.update(srv.environment)
+    return env
 
 
 def build_aws_stack(settings: AwsStackSettings) -> dict[str, Any]:
@@ -124,6 +141,8 @@ def build_aws_stack(settings: AwsStackSettings) -> dict[str, Any]:
         "region": account.region, "role_arn": role.role_arn, "bucket": storage.bucket_name,
         "prefix": settings.prefix, "kms_key_arn": storage.kms_key_arn, "subnets": list(settings.subnets),
         "security_group_ids": list(settings.security_group_ids), "repository_url": registry.repository_url,
+        "image_uri": (pulumi.Output.concat(registry.repository_url, ":", settings.image_tag)
+                      if settings.image_tag else None),
         "workteam_arn": None, "endpoint_name": None,
     }
     lab = settings.labeling
@@ -145,7 +164,7 @@ def build_aws_stack(settings: AwsStackSettings) -> dict[str, Any]:
     if srv.enabled:
         endpoint = AdapterEndpoint(name, role_arn=role.role_arn, image=srv.image, model_data_url=srv.model_data_url,
                                    instance_type=srv.instance_type, instance_count=srv.instance_count,
-                                   kms_key_arn=storage.kms_key_arn, environment=srv.environment,
+                                   kms_key_arn=storage.kms_key_arn, environment=serving_environment(srv),
                                    endpoint_name=srv.endpoint_name, subnets=settings.subnets,
                                    security_group_ids=settings.security_group_ids, tags=tags)
         outputs["endpoint_name"] = endpoint.endpoint_name

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import pulumi
 from pulumi_azure_native import authorization, resources
 
 from cloudft.infra.contract import AZURE_OUTPUT_KEYS
@@ -47,6 +46,7 @@ class AzureStackSettings:
     location: str = "eastus"
     resource_group: Optional[str] = None
     registry_sku: str = "Basic"
+    ml_registry: Optional[str] = None
     managed_network: str = "AllowInternetOutbound"
     public_network_access: str = "Enabled"
     tags: dict[str, str] = field(default_factory=dict)
@@ -68,6 +68,7 @@ class AzureStackSettings:
             location=c.get("location", location or "eastus"),
             resource_group=c.get("resourceGroup"),
             registry_sku=c.get("registrySku", "Basic"),
+            ml_registry=c.get("mlRegistry"),
             managed_network=c.get("managedNetwork", "AllowInternetOutbound"),
             public_network_access=c.get("publicNetworkAccess", "Enabled"),
             tags=dict(c.get("tags", {})),
@@ -104,7 +105,9 @@ def build_azure_stack(settings: AzureStackSettings) -> dict[str, Any]:
     outputs: dict[str, Any] = {
         "subscription_id": client.subscription_id, "resource_group": group.name, "workspace": ws.workspace_name,
         "location": settings.location, "compute": cluster.compute_name, "key_vault": ws.key_vault_name,
-        "storage_account": ws.storage_account_name, "registry": ws.registry_name,
+        "storage_account": ws.storage_account_name,
+        # `registry` is an Azure ML registry (shared models/environments), not the workspace's ACR: passed through.
+        "registry": settings.ml_registry, "container_registry": ws.registry_name,
         "registry_login_server": ws.registry_login_server, "endpoint_name": None,
     }
     ep = settings.endpoint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -10,14 +11,20 @@ NAMESPACE = "cloudft"
 
 
 class ConfigReader:
-    """Reads `cloudft:<key>` values with defaults from a `pulumi.Config` (or any object with `get_object`)."""
+    """Reads `cloudft:<key>` values with defaults from a `pulumi.Config` (or any object whose `get(key)` returns the
+    raw string): objects, lists, numbers and booleans arrive as JSON, plain strings as themselves."""
 
     def __init__(self, config: Any):
         self._config = config
 
     def get(self, key: str, default: Any = None) -> Any:
-        value = self._config.get_object(key)
-        return default if value is None else value
+        raw = self._config.get(key)
+        if raw is None:
+            return default
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
 
     def section(self, key: str) -> dict[str, Any]:
         value = self.get(key, {})

@@ -35,7 +35,8 @@ def build_trainer(ctx: TrainContext):
     extra: dict[str, Any] = {}
     if t.max_prompt_length:
         extra["max_completion_length"] = max(1, t.max_length - t.max_prompt_length)
-    args = ORPOConfig(**ctx.training_args(), max_length=t.max_length, beta=t.beta, **extra)
+    common = {**ctx.training_args(), "remove_unused_columns": False}  # ORPO's collator needs every column
+    args = ORPOConfig(**common, max_length=t.max_length, beta=t.beta, **extra)
     return ctx.quiet(ORPOTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                  processing_class=tokenizer, peft_config=pconf, callbacks=ctx.callbacks))
 

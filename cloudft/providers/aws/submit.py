@@ -58,6 +58,15 @@ def _not_found(exc: Exception) -> bool:
         m in message for m in ("not found", "could not find", "does not exist"))
 
 
+def container_run_config(stage: "StagePlan", compute: ComputeChoice):
+    """The stage's run config with the world layout of its instances (torchrun when >1 process)."""
+    from train_entry.config import DistributedConfig
+
+    dist = DistributedConfig(nnodes=compute.instance_count, nproc_per_node=max(compute.gpus_per_node, 1),
+                             launcher="torchrun" if compute.distributed else "none")
+    return stage.run_config.model_copy(update={"distributed": dist})
+
+
 @dataclass
 class Submission:
     """What a submit did: the external id, its kind, and the stage → job/step layout."""
@@ -130,14 +139,6 @@ class Submitter:
         tags = {"cloudft:name": self.plan.spec.name, "cloudft:run-key": self.key, **self.section.tags}
         return [Tag(key=k, value=v) for k, v in tags.items()]
 
-    def run_config(self, stage: "StagePlan"):
-        from train_entry.config import DistributedConfig
-
-        c = self.compute
-        dist = DistributedConfig(nnodes=c.instance_count, nproc_per_node=max(c.gpus_per_node, 1),
-                                 launcher="torchrun" if c.distributed else "none")
-        return stage.run_config.model_copy(update={"distributed": dist})
-
     def trainer(self, stage: "StagePlan", sm_session, job_name: str):
         """The ModelTrainer of one stage (spot, checkpoints, torchrun, networking, KMS, tags, secrets)."""
         from sagemaker.core.training.configs import (CheckpointConfig, Compute, Networking, OutputDataConfig,
@@ -146,8 +147,8 @@ class Submitter:
         from sagemaker.train.distributed import Torchrun
 
         s, spec, c = self.section, self.plan.spec, self.compute
-        code_dir = stage_source_dir(Path(self._tmp.name) / f"{stage.index}-{stage.method}", self.run_config(stage),
-                                    with_requirements=not s.image_uri)
+        code_dir = stage_source_dir(Path(self._tmp.name) / f"{stage.index}-{stage.method}",
+                                    container_run_config(stage, self.compute), with_requirements=not s.image_uri)
         runtime = int(spec.compute.max_runtime_hours * 3600)
         stopping = StoppingCondition(max_runtime_in_seconds=runtime)
         if spec.compute.spot:
