@@ -182,3 +182,23 @@ def test_secrets_are_resolved_inside_the_container(aws_env, monkeypatch):
     env = {"CLOUDFT_SECRET_REFS": json.dumps({"HF_TOKEN": arn, "OTHER": "secretsmanager:cloudft/hf-token-test"})}
     assert sorted(launch.resolve_secrets(env)) == ["HF_TOKEN", "OTHER"]
     assert env["HF_TOKEN"] == env["OTHER"] == "hf_dummy_value" and "CLOUDFT_SECRET_REFS" not in env
+
+
+def test_two_stages_run_as_one_pipeline_execution(aws_env):
+    stages = "stages:\n  - sft\n  - method: dpo\n    data: {train: data/preferences.jsonl}"
+    spec = write_spec(aws_env["tmp"], aws_env["role_arn"], name="chain", stages=stages)
+    prov, plan = plan_for(spec)
+    rec = prov.submit(plan)
+    sm = aws_env["boto"].client("sagemaker")
+    assert rec.meta["kind"] == "pipeline" and ":pipeline/cft-chain-" in rec.external_id
+    definition = json.loads(sm.describe_pipeline(PipelineName=rec.meta["pipeline"])["PipelineDefinition"])
+    dpo = definition["Steps"][1]["Arguments"]
+    init = next(c for c in dpo["InputDataConfig"] if c["ChannelName"] == "init_adapter")
+    assert init["DataSource"]["S3DataSource"]["S3Uri"] == {"Get": "Steps.stage0-sft.ModelArtifacts.S3ModelArtifacts"}
+    assert rec.status in ("running", "completed")
+    # the same spec again: the running execution is adopted, not started twice
+    prov2, plan2 = plan_for(spec)
+    again = prov2.submit(plan2)
+    assert again.external_id == rec.external_id
+    executions = sm.list_pipeline_executions(PipelineName=rec.meta["pipeline"])["PipelineExecutionSummaries"]
+    assert len(executions) == 1

@@ -45,6 +45,8 @@ def validate_files(sources: Sources, options: Options, quarantine: Optional[Path
             for _ in pipe.run(path, role):
                 pass
         summary = pipe.finish()
+    if quarantine is not None and not summary.quarantined:
+        quarantine.unlink(missing_ok=True)
     summary.quarantine = str(quarantine) if quarantine and summary.quarantined else None
     return summary
 

@@ -13,6 +13,7 @@ import queue
 import random
 import secrets
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,6 +105,9 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._pool: "queue.SimpleQueue[sqlite3.Connection]" = queue.SimpleQueue()
+        # Writers of this process queue on a lock rather than in SQLite's busy handler, whose growing sleeps
+        # make the tail latency explode under many concurrent annotators. Other processes still use SQLite's lock.
+        self._write_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         c = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -122,13 +126,14 @@ class Store:
             c = self._connect()
         try:
             if write:
-                c.execute("BEGIN IMMEDIATE")
-                try:
-                    yield c
-                except BaseException:
-                    c.execute("ROLLBACK")
-                    raise
-                c.execute("COMMIT")
+                with self._write_lock:
+                    c.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield c
+                    except BaseException:
+                        c.execute("ROLLBACK")
+                        raise
+                    c.execute("COMMIT")
             else:
                 yield c
         except BaseException:
