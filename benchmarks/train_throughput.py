@@ -75,7 +75,7 @@ def run_trl_default(model_dir: Path, texts: list[str], max_length: int, batch: i
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    args = SFTConfig(**common_args(out, batch), max_length=max_length)
+    args = SFTConfig(**common_args(out, batch), max_length=max_length, bf16=False)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts}),
                          processing_class=tok)
     lengths = [len(x) for x in trainer.train_dataset["input_ids"]]

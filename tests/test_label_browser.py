@@ -36,6 +36,8 @@ def browser(tmp_path):
 def test_label_in_browser_then_export(tmp_path, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
 
     pairs = make_pairs(tmp_path / "pairs.jsonl", n=5, xss=True)
     db = tmp_path / "labels.sqlite"
@@ -60,6 +62,7 @@ def test_label_in_browser_then_export(tmp_path, browser):
                 assert d.execute_script("return window.__xss === undefined")
                 assert not d.find_elements(By.CSS_SELECTOR, "main img, main script")
             kind, choice = action.split("-")
+            form = d.find_element(By.ID, "label-form")
             if kind == "click":
                 d.find_element(By.ID, f"choose-{choice}").click()
             else:
@@ -73,7 +76,7 @@ def test_label_in_browser_then_export(tmp_path, browser):
                 chosen_text[pid] = (a_text, b_text) if first else (b_text, a_text)
             else:
                 quarantined.add(pid)
-            d.find_element(By.ID, "progress")  # page reloaded after the 303
+            WebDriverWait(d, 15).until(EC.staleness_of(form))  # the 303 loaded the next page
         assert "All done" in d.find_element(By.ID, "done").text
         assert d.execute_script("return window.__xss === undefined")
     finally:

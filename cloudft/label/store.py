@@ -244,10 +244,11 @@ class Store:
                 "WHERE s.annotator = ? AND l.pair_id IS NULL ORDER BY s.position LIMIT 1", (name,)).fetchone()
             if row is None:
                 return None
-            if row["served_at"] is None:
+            item = _item(c.execute("SELECT * FROM items WHERE pair_id = ?", (row["pair_id"],)).fetchone())
+        if row["served_at"] is None:
+            with self.conn(write=True) as c:
                 c.execute("UPDATE assignments SET served_at = ? WHERE annotator = ? AND pair_id = ? "
                           "AND served_at IS NULL", (time.time(), name, row["pair_id"]))
-            item = _item(c.execute("SELECT * FROM items WHERE pair_id = ?", (row["pair_id"],)).fetchone())
         item["swapped"] = bool(row["swapped"])
         return item
 
