@@ -197,16 +197,19 @@ def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None,
     stages = spec.stage_list()
     plans: list[StagePlan] = []
     resolved: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
     base_model = resolve_base_model(spec)
     for i, stage in enumerate(stages):
         data = _stage_data(spec, stage)
         rdata = resolve_stage_data(spec, i, data)
         resolved[f"stage{i}"] = rdata
+        warnings.extend(w for w in rdata.get("warnings", []) if w not in warnings)
         locations = locate(spec, run_id, i, stage, rdata) if locate else {}
         outputs = OutputsConfig(**{k: locations[k] for k in OutputsConfig.model_fields if k in locations})
         update = {k: locations[k] for k in ("train", "validation") if k in locations}
         if rdata.get("format") and rdata["format"] != str(data.format):
             update["format"] = rdata["format"]
+        if rdata.get("dataset_dir") or "format" in update:
             update["columns"] = None  # the canonical file already uses TRL's column names
         data = data.model_copy(update=update)
         rc = RunConfig(
@@ -229,7 +232,7 @@ def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None,
             env_secrets=sorted(spec.secrets),
         )
         plans.append(StagePlan(index=i, method=str(stage.method), run_config=rc, locations=locations))
-    plan = Plan(spec=spec, provider=provider, run_id=run_id, stages=plans, data=resolved)
+    plan = Plan(spec=spec, provider=provider, run_id=run_id, stages=plans, data=resolved, warnings=warnings)
     for annotate in _hooks(ANNOTATORS):
         annotate(plan)
     return plan

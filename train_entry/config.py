@@ -114,6 +114,10 @@ class DataConfig(StrictModel):
     validation_split: float = Field(
         0.0, ge=0.0, lt=0.5, description="Hold out this fraction of train when no validation file is given."
     )
+    near_dup_threshold: Optional[float] = Field(
+        None, gt=0, le=1, description="Drop near-duplicates above this MinHash Jaccard similarity (e.g. 0.9)."
+    )
+    pii_check: bool = Field(False, description="Warn about e-mails, phone numbers and cloud keys in the data.")
 
 
 class Precision(str, Enum):
@@ -148,7 +152,7 @@ class TrainingConfig(StrictModel):
     save_total_limit: int = Field(2, ge=1)
     eval_steps: int = Field(0, ge=0, description="Evaluate every N steps (0: at the end only).")
     # Preference methods
-    beta: float = Field(0.1, gt=0, description="DPO/ORPO/KTO beta.")
+    beta: float = Field(0.1, gt=0, description="DPO/ORPO/KTO beta; rl: KL coefficient.")
     max_prompt_length: Optional[int] = Field(None, ge=1)
     # Online RL
     num_generations: int = Field(4, ge=2, description="rl: completions sampled per prompt.")

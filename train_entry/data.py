@@ -24,7 +24,7 @@ METHOD_FORMATS = {
     "dpo": ("preference",),
     "orpo": ("preference",),
     "reward": ("preference",),
-    "kto": ("kto",),
+    "kto": ("kto", "preference"),  # TRL splits pairs into good/bad labels
     "rl": ("prompt_completion", "preference", "messages", "kto"),
 }
 

@@ -116,9 +116,12 @@ def plan_cmd(specs: tuple[str, ...], provider: str, stack: Optional[str], as_jso
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="With --dry-run: write generated job files here (azure).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--force", is_flag=True, help="Submit even if the plan is over the spec's budget.")
+@click.option("--force", is_flag=True,
+              help="Submit despite budget limits or data errors (trains on the clean records).")
+@click.option("--rerun", is_flag=True,
+              help="Start a new cloud job even if an identical one already ran (submits are idempotent).")
 def submit_cmd(spec_path: str, provider: str, stack: Optional[str], detach: bool, dry_run: bool,
-               out_dir: Optional[str], as_json: bool, force: bool) -> None:
+               out_dir: Optional[str], as_json: bool, force: bool, rerun: bool) -> None:
     """Validate SPEC, check its data and budget, and start it on the provider."""
     from ..plan import check_before_submit
 
@@ -134,7 +137,7 @@ def submit_cmd(spec_path: str, provider: str, stack: Optional[str], detach: bool
 
             render_dry_run(prov.name, result)
         return
-    rec = prov.submit(plan)
+    rec = prov.submit(plan, rerun=rerun) if rerun else prov.submit(plan)
     if as_json and detach:
         print_json({"run_id": rec.run_id, "provider": rec.provider, "status": rec.status,
                     "external_id": rec.external_id, "run_dir": rec.run_dir})

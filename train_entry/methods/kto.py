@@ -14,7 +14,8 @@ from typing import Any
 from ..context import TrainContext
 from ..events import log
 from ..modeling import load_tokenizer
-from .dpo import load_split, policy_model, precompute_pays, train_and_save
+from .common import load_split, policy_model, train_and_save
+from .dpo import precompute_pays
 
 
 def class_weights(labels: list[bool]) -> tuple[float, float]:

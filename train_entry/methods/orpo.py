@@ -10,7 +10,7 @@ from typing import Any
 
 from ..context import TrainContext
 from ..modeling import load_tokenizer
-from .dpo import load_split, policy_model, train_and_save
+from .common import load_split, policy_model, train_and_save
 
 
 def _orpo():

@@ -17,7 +17,7 @@ from typing import Any, Optional
 from ..context import TrainContext
 from ..events import log
 from ..modeling import load_model, load_tokenizer, peft_config
-from .dpo import load_split, train_and_save
+from .common import load_split, train_and_save
 
 SEQ_CLS = "sequence_classification"
 

@@ -20,7 +20,7 @@ from ..context import TrainContext
 from ..data import DataError
 from ..events import log
 from ..modeling import load_tokenizer
-from .dpo import load_split, policy_model, train_and_save
+from .common import load_split, policy_model, train_and_save
 from .reward import RewardModelScorer, load_reward_model
 
 

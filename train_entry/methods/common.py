@@ -1,0 +1,57 @@
+"""Helpers every method shares: held-out split, the policy model (new or continued adapter), train + save."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from ..context import TrainContext
+from ..data import load_dataset
+from ..modeling import attach_adapter, load_model, peft_config
+
+
+def load_split(ctx: TrainContext, method: str):
+    """(train, held-out or None) datasets in canonical columns for `method`.
+
+    Held-out data is the validation file, else a seeded `data.validation_split` fraction of train
+    (train_entry.evaluate.held_out uses the same rule, so evaluation never scores training records).
+    """
+    from ..evaluate import split_held_out
+
+    cfg, layout = ctx.cfg, ctx.layout
+    train_ds, fmt = load_dataset(layout.train, cfg.data.format, method, cfg.data.columns)
+    eval_ds = None
+    if layout.validation is not None:
+        eval_ds, _ = load_dataset(layout.validation, fmt, method, cfg.data.columns)
+    elif cfg.data.validation_split > 0:
+        train_ds, eval_ds = split_held_out(train_ds, cfg.data.validation_split, cfg.training.seed)
+    return train_ds, eval_ds
+
+
+def policy_model(ctx: TrainContext, task_type: str = "CAUSAL_LM"):
+    """(model, peft_config): the base with the previous stage's adapter attached (trainable), or the base
+    plus a new adapter config for the trainer to apply (None for full fine-tuning)."""
+    model = load_model(ctx.cfg, ctx.precision)
+    if ctx.layout.init_adapter is not None:
+        return attach_adapter(model, ctx.layout.init_adapter), None
+    return model, peft_config(ctx.cfg.peft, task_type, tokenizer_source=ctx.tokenizer_source)
+
+
+def train_and_save(ctx: TrainContext, trainer) -> dict[str, Any]:
+    """Train (resuming from the newest valid checkpoint), evaluate on held-out data, save model + tokenizer.
+
+    Returns early, saving nothing final, when SIGTERM stopped the run (a checkpoint was written)."""
+    result = trainer.train(resume_from_checkpoint=ctx.resume_checkpoint())
+    metrics: dict[str, Any] = dict(result.metrics)
+    if ctx.policy.interrupted:
+        return metrics
+    if trainer.eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+    out = ctx.layout.output_dir
+    trainer.save_model(str(out))
+    if ctx.world.is_main:
+        # a frozen reference copy of a continued adapter is not part of the result
+        if (out / "ref" / "adapter_config.json").is_file():
+            shutil.rmtree(out / "ref")
+        trainer.processing_class.save_pretrained(str(out))
+    return metrics
