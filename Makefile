@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install browser demo test bench clean
 
 install: $(STAMP)
 
@@ -21,11 +21,20 @@ demo: $(STAMP)
 	$(PY) -m train_entry.tiny --data examples/data/quickstart.jsonl --out .cache/tiny-llama
 	$(VENV)/bin/cloudft submit examples/quickstart.yaml --provider local
 
-test: $(STAMP)
+# Debian's Chromium + ChromeDriver drive the labeling app's browser test (skipped where they cannot be installed).
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 || \
+	    echo "note: could not install chromium; the browser test will be skipped"; }
+
+test: $(STAMP) browser
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/data_throughput.py --records 200000
+	$(PY) benchmarks/label_load.py
+	$(PY) benchmarks/planner_plan_speed.py
 
 clean:
 	rm -rf $(VENV) .cache runs examples/runs

@@ -21,3 +21,24 @@ def home() -> Path:
 
 def registry_path() -> Path:
     return home() / "runs.sqlite"
+
+
+def templates_dir() -> Path:
+    """The project's `templates/` folder: beside the package in a source or editable install, else the copy
+    a wheel installs under `<prefix>/share/cloudft/templates` (pyproject's data-files)."""
+    import sys
+
+    source = Path(__file__).resolve().parents[1] / "templates"
+    if source.is_dir():
+        return source
+    return Path(sys.prefix) / "share" / "cloudft" / "templates"
+
+
+def template(*parts: str) -> Path:
+    """A file under `templates/` (guidelines, task templates, launchers, scoring scripts, Lambda code)."""
+    from .errors import CloudftError
+
+    path = templates_dir().joinpath(*parts)
+    if not path.exists():
+        raise CloudftError(f"missing project template {path}", hint="reinstall cloudft, or pass the file explicitly")
+    return path

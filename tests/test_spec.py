@@ -167,3 +167,11 @@ def test_every_example_validates():
 def test_json_schema_covers_sections():
     schema = json_schema()
     assert {"name", "base_model", "peft", "data", "training", "compute"} <= set(schema["properties"])
+
+
+def test_readme_spec_reference_is_generated_from_the_models():
+    from cloudft.specdoc import BEGIN, END, render
+
+    text = (REPO / "README.md").read_text()
+    block = text[text.index(BEGIN) + len(BEGIN):text.index(END)]
+    assert block.strip() == render().strip(), "run `python -m cloudft.specdoc --write`"

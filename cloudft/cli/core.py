@@ -154,6 +154,24 @@ def submit_cmd(spec_path: str, provider: str, stack: Optional[str], detach: bool
         raise SystemExit(1)
 
 
+# metrics.json keys worth a line at the end of a run: (key, label)
+HEADLINES = (
+    ("train_loss", "train loss"),
+    ("val_loss_base", "validation loss, base"),
+    ("val_loss_tuned", "validation loss, tuned"),
+    ("val_ppl_tuned", "validation perplexity, tuned"),
+    ("pref_accuracy", "held-out preference accuracy"),
+    ("reward_margin", "held-out reward margin"),
+    ("eval_accuracy", "reward model accuracy"),
+)
+
+
+def headline(metrics: dict) -> list[str]:
+    """The report's headline numbers, one line each."""
+    return [f"{label}: {metrics[key]:.4g}" for key, label in HEADLINES
+            if isinstance(metrics.get(key), (int, float))]
+
+
 def _print_outcome(prov, rec) -> None:
     out = console()
     colour = "green" if rec.status == "completed" else "red"
@@ -169,6 +187,8 @@ def _print_outcome(prov, rec) -> None:
             out.print(f"    metrics:  {o / 'metrics.json'}")
             if (o / "report.md").exists():
                 out.print(f"    report:   {o / 'report.md'}")
+            for line in headline(json.loads((o / "metrics.json").read_text())):
+                out.print(f"      {line}")
     out.print(f"  log:        {run_dir / 'log.txt'}")
 
 
@@ -263,7 +283,5 @@ def report_cmd(run_id: str) -> None:
     console().print(str(report))
     metrics = Path(out_dir) / "metrics.json"
     if metrics.exists():
-        data = json.loads(metrics.read_text())
-        for key in ("train_loss", "eval_loss_base", "eval_loss", "perplexity_base", "perplexity"):
-            if key in data:
-                console().print(f"  {key}: {data[key]}")
+        for line in headline(json.loads(metrics.read_text())):
+            console().print(f"  {line}")

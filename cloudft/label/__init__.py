@@ -12,11 +12,6 @@ CHOICES = ("a", "b", "tie", "skip")
 
 def project_template(*parts: str):
     """A file under the project's `templates/` folder (guidelines, Ground Truth task template, Lambda)."""
-    from pathlib import Path
+    from ..paths import template
 
-    from ..errors import CloudftError
-
-    path = Path(__file__).resolve().parents[2].joinpath("templates", *parts)
-    if not path.exists():
-        raise CloudftError(f"missing project template {path}", hint="pass the file explicitly with its option")
-    return path
+    return template(*parts)

@@ -6,11 +6,13 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from ...paths import templates_dir
+
 if TYPE_CHECKING:
     from train_entry.config import RunConfig
 
 LAUNCHER = "cloudft_launch.py"
-TEMPLATES = Path(__file__).resolve().parents[3] / "templates" / "aws"
+TEMPLATES = templates_dir() / "aws"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.egg-info")
 
 

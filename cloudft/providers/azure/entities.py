@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from ...paths import templates_dir
 from ...errors import CloudftError
 from .section import AzureSection
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 RUN_DIR = "cloudft_run"  # folder inside the code snapshot holding the run configs
 LAUNCHER = "cloudft_launch.py"  # resolves Key Vault secrets, then runs train_entry
-TEMPLATES = Path(__file__).resolve().parents[3] / "templates" / "azure"
+TEMPLATES = templates_dir() / "azure"
 EXTRA_PIP = ("azureml-mlflow", "mlflow-skinny", "azure-identity")  # native MLflow tracking, Key Vault access
 FALLBACK_PIP = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "safetensors")
 
