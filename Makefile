@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m train_entry.tiny --data examples/data/quickstart.jsonl --out .cache/tiny-llama
+	$(PY) -m train_entry.tiny --data examples/data/quickstart.jsonl examples/data/preferences.jsonl --out .cache/tiny-llama
 	$(VENV)/bin/cloudft submit examples/quickstart.yaml --provider local
 
 # Debian's Chromium + ChromeDriver drive the labeling app's browser test (skipped where they cannot be installed).

@@ -49,9 +49,13 @@ def torch_dtype(precision: str):
 
 def quiet_libraries() -> None:
     """Keep the run log readable: no per-map progress bars or deprecation noise from the libraries."""
+    import logging
     import warnings
 
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # TRL's own bars (reference log-probs, generation)
+    # bitsandbytes warns at import that an optional CPU kernel package is absent; the fallback is fine.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
     import datasets
