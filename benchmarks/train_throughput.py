@@ -114,18 +114,22 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=2048)
     ap.add_argument("--batch", type=int, default=8, help="per-device batch for (a) and (b)")
     ap.add_argument("--hidden-size", type=int, default=128)
+    ap.add_argument("--vocab-size", type=int, default=8192,
+                    help="tokenizer vocabulary (trained on the whole file); real LLM vocabularies are 32k-150k")
     args = ap.parse_args()
 
     from train_entry.runtime import quiet_libraries
     from train_entry.tiny import build_tiny_model
 
     quiet_libraries()
-    texts = load_texts(args.samples)
+    corpus = load_texts(10**9)
+    texts = corpus[: args.samples]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = tmp / "chosen.jsonl"
         data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-        model = build_tiny_model(tmp / "model", texts=texts, hidden_size=args.hidden_size, layers=2)
+        model = build_tiny_model(tmp / "model", texts=corpus, vocab_size=args.vocab_size,
+                                 hidden_size=args.hidden_size, layers=2)
         results = {}
         for name, fn, src, batch in (("a_tutorial", run_tutorial, texts, args.batch),
                                      ("b_trl_default", run_trl_default, texts, args.batch),
@@ -138,7 +142,8 @@ def main() -> None:
     a, b, c = (results[k]["tokens_per_s"] for k in ("a_tutorial", "b_trl_default", "c_train_entry"))
     summary = {"ratio_vs_tutorial": round(c / a, 2), "ratio_vs_trl_default": round(c / b, 2),
                "packing_efficiency": round(results["c_train_entry"]["efficiency"], 4),
-               "samples": args.samples, "max_length": args.max_length, "device": "cpu"}
+               "samples": args.samples, "max_length": args.max_length, "vocab_size": args.vocab_size,
+               "hidden_size": args.hidden_size, "device": "cpu"}
     print(f"c/a = {c / a:.2f}x   c/b = {c / b:.2f}x   packing efficiency = {summary['packing_efficiency']:.3f}")
     print(json.dumps(summary))
 

@@ -125,3 +125,18 @@ def test_stop_checkpoints_and_resubmit_resumes(tmp_path, tiny_model):
     assert status["status"] == "stopped" and status["exit_code"] == 143
     ckpts = list((Path(info["run_dir"]) / "0-sft" / "checkpoints").glob("checkpoint-*/.cloudft-complete"))
     assert ckpts, "SIGTERM did not leave a complete checkpoint"
+
+
+def test_submit_names_the_missing_extra(tmp_path, tiny_model):
+    """A provider whose libraries are absent says which extra to install (exit 3, no traceback)."""
+    spec = write_spec(tmp_path, tiny_model)
+    code = (
+        "import importlib.util, sys\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a: None if name == 'trl' else real(name, *a)\n"
+        "from cloudft.cli.main import main\n"
+        f"main(['submit', {str(spec)!r}])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3
+    assert "pip install 'cloudft[train]'" in proc.stderr and "Traceback" not in proc.stderr

@@ -126,6 +126,7 @@ def submit_cmd(spec_path: str, provider: str, stack: Optional[str], detach: bool
     from ..plan import check_before_submit
 
     spec, prov = _load(spec_path, provider, stack)
+    prov.check_installed()
     plan = _plan(spec, prov)
     check_before_submit(plan, force=force)
     if dry_run:

@@ -18,8 +18,18 @@ class Provider(ABC):
     """A place where train_entry runs. Each method takes/returns provider-neutral objects."""
 
     name: str = ""
-    #: the pip extra the provider needs (None: core only)
-    extra: Optional[str] = None
+    #: modules `submit` needs, each with the pip extra that installs it
+    requires: tuple[tuple[str, str], ...] = ()
+
+    def check_installed(self) -> None:
+        """Raise MissingExtraError naming the extra when a module the provider needs is absent (no import)."""
+        import importlib.util
+
+        from ..errors import MissingExtraError
+
+        for module, extra in self.requires:
+            if importlib.util.find_spec(module) is None:
+                raise MissingExtraError(extra, module)
 
     def validate(self, spec: "JobSpec") -> None:
         """Check the provider's own section of the spec (raises SpecError). Must not call the cloud."""

@@ -38,6 +38,7 @@ def _is_uri(path: str) -> bool:
 
 class LocalProvider(Provider):
     name = "local"
+    requires = (("torch", "train"), ("transformers", "train"), ("peft", "train"), ("trl", "train"))
 
     def run_dir(self, spec: "JobSpec", run_id: str) -> Path:
         base = Path(spec.outputs.dir)

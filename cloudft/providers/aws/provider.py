@@ -20,7 +20,7 @@ DATA_ROOT = "/opt/ml/input/data"
 
 class AwsProvider(Provider):
     name = "aws"
-    extra = "aws"
+    requires = (("boto3", "aws"), ("sagemaker", "aws"))
 
     def __init__(self) -> None:
         self.stack: Optional[str] = None

@@ -19,6 +19,7 @@ class AzureProvider(Provider):
     """Azure ML backend. `credential` / `transport` are injectable (tests); real runs use DefaultAzureCredential."""
 
     name = "azure"
+    requires = (("azure.ai.ml", "azure"), ("azure.identity", "azure"))
     extra = "azure"
 
     def __init__(self, credential: Any = None, transport: Any = None, poll_s: float = 15.0):
