@@ -82,3 +82,21 @@ def test_qlora_loads_the_base_in_nf4_with_double_quant(tmp_path, tiny_model):
     assert q, "no 4-bit linear layers"
     assert q[0].weight.quant_state.nested  # double quantization
     assert q[0].weight.quant_type == "nf4"
+
+
+def test_merge_command_writes_full_weights(tmp_path, tiny_model):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from train_entry.cli import main
+
+    assert train(["--config", str(run_config(tmp_path, tiny_model, "lora", learning_rate=1e-2))]) == 0
+    with pytest.raises(SystemExit) as done:
+        main(["merge", "--adapter", str(tmp_path / "out"), "--out", str(tmp_path / "merged")])
+    assert done.value.code == 0
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), tmp_path / "out")
+    ids = torch.tensor([[5, 9, 17, 33]])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, adapted(ids).logits, atol=1e-4)
