@@ -140,3 +140,21 @@ def test_submit_names_the_missing_extra(tmp_path, tiny_model):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3
     assert "pip install 'cloudft[train]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_local_secrets_come_from_the_environment_and_never_reach_files(tmp_path, tiny_model, monkeypatch):
+    spec = write_spec(tmp_path, tiny_model)
+    spec.write_text(spec.read_text() + "secrets: {HF_TOKEN: env:MY_HF_TOKEN}\n")
+    monkeypatch.setenv("MY_HF_TOKEN", "hf_s3cr3t_value_never_written")
+    cloudft("submit", str(spec))
+    run_dir = Path(json.loads(cloudft("runs", "--json").stdout)[0]["run_dir"])
+    run_json = json.loads((run_dir / "0-sft" / "run.json").read_text())
+    assert run_json["env_secrets"] == ["HF_TOKEN"]
+    log = (run_dir / "log.txt").read_text()
+    assert "secret env var HF_TOKEN is not set" not in log  # it reached the trainer's environment
+    for path in run_dir.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".jsonl", ".txt", ".md", ".yaml"):
+            assert "hf_s3cr3t_value_never_written" not in path.read_text(errors="replace"), path
+    spec.write_text(spec.read_text().replace("env:MY_HF_TOKEN", "secretsmanager:hf"))
+    proc = cloudft("validate", str(spec), "--provider", "local", check=False)
+    assert proc.returncode == 2 and "secrets.HF_TOKEN" in proc.stderr and "env:VAR" in proc.stderr

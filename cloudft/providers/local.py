@@ -73,6 +73,29 @@ class LocalProvider(Provider):
         return loc
 
     # -- lifecycle ---------------------------------------------------------------------------
+    def validate(self, spec: "JobSpec") -> None:
+        """Local runs take secrets from this machine's environment (`env:VAR` references)."""
+        from ..errors import Problem, SpecError
+
+        bad = [name for name, ref in spec.secrets.items() if not ref.startswith("env:")]
+        if bad:
+            doc = spec._source
+            raise SpecError([doc.problem(("secrets", name), "local runs read secrets from the environment",
+                                         fix=f"use 'env:VAR' for {name} (cloud references are resolved by aws/azure)")
+                             if doc else Problem("<spec>", None, None, f"secrets.{name}",
+                                                 "local runs read secrets from the environment")
+                             for name in bad])
+
+    @staticmethod
+    def secret_env(spec: "JobSpec") -> dict[str, str]:
+        """ENV_NAME → value for `env:VAR` references; values stay in the child's environment only."""
+        env = {}
+        for name, ref in spec.secrets.items():
+            var = ref[len("env:"):]
+            if var in os.environ:
+                env[name] = os.environ[var]
+        return env
+
     def submit(self, plan: "Plan", *, dry_run: bool = False, **options: Any) -> RunRecord:
         run_dir = self.run_dir(plan.spec, plan.run_id)
         if dry_run:
@@ -92,7 +115,7 @@ class LocalProvider(Provider):
         reg.add(rec)
         log = open(run_dir / "log.txt", "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.update(options.get("env") or {})
+        env.update(self.secret_env(plan.spec))
         proc = subprocess.Popen(
             [sys.executable, "-m", "cloudft.providers.local_runner", str(run_dir), plan.run_id],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
