@@ -163,3 +163,13 @@ def test_stack_outputs_fill_unset_keys_and_spec_wins(tmp_path):
     section = prov.section(load_spec_text(text, str(LORA)))
     assert section.subscription_id == "sub-from-stack" and section.compute == "gpu-cluster"
     assert section.workspace == "cloudft-ws" and section.key_vault == "cloudft-kv"  # the spec's values win
+
+
+def test_s3_data_is_refused_with_a_clear_error():
+    text = LORA.read_text().replace("train: data/quickstart.jsonl", "train: s3://bucket/train.jsonl", 1)
+    assert "s3://bucket" in text
+    spec = load_spec_text(text, str(LORA))
+    prov = AzureProvider()
+    prov.validate(spec)
+    with pytest.raises(CloudftError, match="s3://"):
+        build_plan(spec, "azure", locate=prov.locate)

@@ -158,3 +158,22 @@ def test_local_secrets_come_from_the_environment_and_never_reach_files(tmp_path,
     spec.write_text(spec.read_text().replace("env:MY_HF_TOKEN", "secretsmanager:hf"))
     proc = cloudft("validate", str(spec), "--provider", "local", check=False)
     assert proc.returncode == 2 and "secrets.HF_TOKEN" in proc.stderr and "env:VAR" in proc.stderr
+
+
+def test_user_errors_are_messages_not_tracebacks(tmp_path):
+    """Missing cloud credentials, an unwritable init path and a run without a log end in one clear message."""
+    import botocore.exceptions
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from cloudft.cli.main import cloud_auth_error
+    from cloudft.registry import Registry, RunRecord
+
+    assert "aws sso login" in cloud_auth_error(botocore.exceptions.NoCredentialsError()).hint
+    assert "az login" in cloud_auth_error(ClientAuthenticationError(message="no token\ndetails")).hint
+    assert cloud_auth_error(ValueError("x")) is None
+    proc = cloudft("init", str(tmp_path / "missing" / "x.yaml"), check=False)
+    assert proc.returncode == 1 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
+    Registry().add(RunRecord(run_id="gone-1", name="gone", provider="local", status="failed",
+                             run_dir=str(tmp_path / "gone"), meta={"stages": ["0-sft"]}))
+    proc = cloudft("logs", "gone-1", check=False)
+    assert proc.returncode == 1 and "has no log" in proc.stderr and "Traceback" not in proc.stderr

@@ -46,7 +46,11 @@ def init_cmd(path: str, force: bool) -> None:
     target = Path(path)
     if target.exists() and not force:
         raise CloudftError(f"{path} already exists", hint="choose another path or pass --force")
-    target.write_text(files("cloudft").joinpath("starter.yaml").read_text())
+    try:
+        target.write_text(files("cloudft").joinpath("starter.yaml").read_text())
+    except OSError as exc:
+        raise CloudftError(f"cannot write {path}: {exc.strerror or exc}",
+                           hint="check that its folder exists and is writable") from None
     console().print(f"wrote [bold]{path}[/]; next: [cyan]cloudft validate {path}[/]")
 
 
@@ -238,9 +242,11 @@ def status_cmd(run_id: str, as_json: bool) -> None:
         out.print(f"  job:       {rec.external_id}")
     if rec.exit_code is not None:
         out.print(f"  exit code: {rec.exit_code}")
+    from rich.markup import escape
+
     for key, value in rec.meta.items():
         if key not in ("stages",):
-            out.print(f"  {key}: {value}")
+            out.print(f"  {key}: {escape(str(value))}")
 
 
 @click.command("logs")

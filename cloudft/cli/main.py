@@ -103,6 +103,42 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - only missing/expired cloud credentials are turned into a message
+        err = cloud_auth_error(exc)
+        if err is None:
+            raise
+        _print_error(err.render())
+        sys.exit(err.exit_code)
+
+
+#: AWS error codes that mean "these credentials are not valid (any more)"
+AWS_AUTH_CODES = {"ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException",
+                  "RequestExpired", "SignatureDoesNotMatch"}
+
+
+def cloud_auth_error(exc: BaseException) -> "CloudftError | None":
+    """Missing, expired or rejected AWS/Azure credentials as a CloudftError (None for anything else).
+
+    Checked against the SDKs' exception classes only when the SDK is already imported (no import here).
+    """
+    boto = sys.modules.get("botocore.exceptions")
+    if boto is not None:
+        missing = (boto.NoCredentialsError, boto.PartialCredentialsError, boto.CredentialRetrievalError,
+                   boto.TokenRetrievalError, boto.SSOError)
+        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, boto.ClientError) else None
+        if isinstance(exc, missing) or code in AWS_AUTH_CODES:
+            return CloudftError(f"AWS credentials: {exc}",
+                                hint="sign in (`aws sso login` / `aws configure`), or set AWS_PROFILE or "
+                                     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        if isinstance(exc, boto.NoRegionError):
+            return CloudftError("no AWS region", hint="set aws.region in the spec, AWS_DEFAULT_REGION, or use --stack")
+    azure = sys.modules.get("azure.core.exceptions")
+    if azure is not None and isinstance(exc, azure.ClientAuthenticationError):
+        first = (getattr(exc, "message", None) or str(exc)).strip().splitlines()
+        return CloudftError(f"Azure sign-in failed: {first[0] if first else type(exc).__name__}",
+                            hint="run `az login` (or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET "
+                                 "for a service principal); jobs need access to the workspace")
+    return None
 
 
 def _print_error(text: str) -> None:

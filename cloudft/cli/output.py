@@ -28,6 +28,7 @@ def print_json(data: Any) -> None:
 
 def render_plan(plan: "Plan") -> None:
     """A plan as tables: stages, data, then any planner sections (memory, instance, cost)."""
+    from rich.markup import escape
     from rich.table import Table
 
     out = console()
@@ -37,7 +38,7 @@ def render_plan(plan: "Plan") -> None:
     for st in plan.stages:
         rc = st.run_config
         output = st.locations.get("output_dir") or st.locations.get("output_uri") or "(provider layout)"
-        table.add_row(str(st.index), st.method, rc.peft.type, rc.data.train, output)
+        table.add_row(str(st.index), st.method, rc.peft.type, escape(rc.data.train), escape(output))
     out.print(table)
     t = spec.training
     steps = f"max_steps={t.max_steps}" if t.max_steps > 0 else f"epochs={t.epochs:g}"
@@ -48,12 +49,12 @@ def render_plan(plan: "Plan") -> None:
         section = Table(show_header=False, title=key, title_justify="left")
         if isinstance(value, dict):
             for k, v in value.items():
-                section.add_row(str(k), _fmt(v))
+                section.add_row(escape(str(k)), escape(_fmt(v)))
         else:
-            section.add_row(_fmt(value))
+            section.add_row(escape(_fmt(value)))
         out.print(section)
     for w in plan.warnings:
-        out.print(f"[yellow]warning:[/] {w}")
+        out.print(f"[yellow]warning:[/] {escape(w)}")
 
 
 def _fmt(v: Any) -> str:

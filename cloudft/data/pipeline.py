@@ -9,17 +9,20 @@ never by the data itself.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
+from collections import deque
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, compress
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Optional
+from typing import IO, Any, Callable, Iterable, Iterator, Optional
 
 from ..errors import CloudftError
 from .formats import (METHOD_KINDS, SOURCE_TO_CANONICAL, detect_format, make_mapper, normalise, prompt_key,
                       record_text, shape_error, source_field)
 from .problems import DataProblem, RecordError, Summary
-from .readers import RawItem, iter_raw
+from .readers import RawItem, _is_gzip, file_kind, iter_raw
 from .tokens import CHARS_PER_TOKEN_BOUND, TokenCounter
 from .version import canonical_bytes, hash_fraction, record_digest, split_bounds
 
@@ -42,6 +45,7 @@ class Options:
     pii: bool = False
     holdout: dict[str, float] = field(default_factory=dict)
     batch_size: int = 1024
+    workers: Optional[int] = None  # processes for large JSONL files (None: CLOUDFT_DATA_WORKERS or one per core)
 
 
 @dataclass
@@ -65,6 +69,7 @@ class Pipeline:
         self.source_format: Optional[str] = None if options.format == "auto" else str(options.format)
         self._mapper = make_mapper(options.columns)
         self._files: list[str] = []
+        self.file_sha256: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> hex, of files read whole
         self._seen: dict[bytes, int] = {}
         self._prompts: dict[bytes, int] = {}
         self._track_prompts = len(set(roles)) > 1
@@ -123,13 +128,187 @@ class Pipeline:
         if batch:
             yield from self._flush(batch, name, file_ref, split)
 
+    def consume(self, path: str | Path, split: str = "train", writer: Any = None,
+                display: Optional[str] = None) -> None:
+        """Run one file to the end, adding the accepted records to `writer` (a DatasetWriter) when given.
+
+        Plain JSONL (the common case) goes through the block path (`blocks.py`: per-record work batched, in
+        worker processes for large files); the results are the same as `run()`'s, record for record."""
+        path = Path(path)
+        name = display or str(path)
+        if self._blocks_ok(path):
+            head: list[RawItem] = []
+            if self.source_format is None:
+                items = iter_raw(path, display=name)
+                try:
+                    for item in items:
+                        head.append(item)
+                        if len(head) >= DETECT_WINDOW:
+                            break
+                finally:
+                    items.close()
+            if self._fix_format(head, name):
+                self._files.append(name)
+                self._run_blocks(path, name, (len(self._files) - 1) << 40, split, writer)
+                return
+        for out in self.run(path, split, display):
+            if writer is not None:
+                writer.add(out.split, out.line, out.digest)
+
+    def _blocks_ok(self, path: Path) -> bool:
+        opt = self.opt
+        if self._near is not None or (opt.max_length and opt.counter is not None) or not path.is_file():
+            return False
+        return file_kind(path) == "jsonl"
+
+    def _iter_blocks(self, path: Path, ctx: Any) -> Iterator[tuple[Any, Callable[[], bytes]]]:
+        """(stage-1 Block, a function giving its raw bytes) in file order."""
+        from dataclasses import replace
+
+        from . import blocks
+
+        if _is_gzip(path):
+            with gzip.open(path, "rb") as fh:
+                for n, data in enumerate(blocks.iter_stream_blocks(fh)):
+                    yield blocks.stage1(data, ctx if n == 0 else replace(ctx, first=False)), (lambda d=data: d)
+            return
+        size = path.stat().st_size
+        ranges = blocks.block_ranges(str(path), size)
+        workers = self.opt.workers if self.opt.workers is not None else blocks.default_workers()
+        if workers < 2 or len(ranges) < 2 or (self.opt.workers is None and size < blocks.PARALLEL_MIN_BYTES):
+            h = hashlib.sha256()  # the source's SHA-256 for the manifest, while its bytes are at hand
+            for start, end in ranges:
+                data = blocks.read_range(str(path), start, end)
+                h.update(data)
+                yield blocks.stage1(data, ctx if start == 0 else replace(ctx, first=False)), (lambda d=data: d)
+            st = path.stat()
+            if st.st_size == size:
+                self.file_sha256[(str(path), size, st.st_mtime_ns)] = h.hexdigest()
+            return
+        import multiprocessing as mp
+
+        methods = mp.get_all_start_methods()
+        mpc = mp.get_context("fork" if "fork" in methods else None)
+        todo = iter(ranges)
+        queue: deque = deque()
+
+        def submit() -> None:
+            r = next(todo, None)
+            if r is not None:
+                args = (str(path), r[0], r[1], ctx if r[0] == 0 else replace(ctx, first=False))
+                queue.append((r, pool.apply_async(blocks._work, (args,))))
+
+        with mpc.Pool(workers) as pool:  # at most 2 blocks per worker in flight: memory stays bounded
+            for _ in range(2 * workers):
+                submit()
+            while queue:
+                (start, end), result = queue.popleft()
+                blk = result.get()
+                submit()
+                yield blk, (lambda s=start, e=end: blocks.read_range(str(path), s, e))
+
+    def _run_blocks(self, path: Path, name: str, file_ref: int, split: str, writer: Any) -> None:
+        from .blocks import Context
+
+        opt = self.opt
+        ctx = Context(name=name, fmt=self.source_format or "prompt_completion", split=split, columns=opt.columns,
+                      prompt_only=opt.method == "rl", max_length=opt.max_length,
+                      bounds=list(self._bounds) if split == "train" else [],
+                      need_pkey=bool(opt.holdout or self._track_prompts), track_prompts=self._track_prompts,
+                      pii=opt.pii)
+        s = self.summary
+        size = opt.batch_size
+        pending: list[tuple[Any, int, int, Callable[[], bytes]]] = []  # accepted, not yet through _flush
+        count = 0  # accepted records since the last flush (run() flushes every batch_size of them)
+        base = 0  # physical lines before the block
+        for blk, data in self._iter_blocks(path, ctx):
+            s.records_in += blk.records
+            if blk.bom:
+                self._warn(DataProblem(name, 1, "", "bom", "file starts with a UTF-8 byte-order mark (ignored)"))
+            n = len(blk)
+            if blk.clean and not pending and self._bulk(blk, base, file_ref, split, writer):
+                count = (count + n) % size
+            else:  # replay record by record, in run()'s order
+                rejects, r = blk.rejects, 0
+                for i in range(n + 1):
+                    while r < len(rejects) and rejects[r][0] == i:
+                        _, problem, raw = rejects[r]
+                        problem.line += base
+                        self._reject(problem, raw)
+                        r += 1
+                    if i == n:
+                        break
+                    pending.append((blk, i, base, data))
+                    count += 1
+                    if count == size:
+                        self._flush_pending(pending, name, file_ref, split, writer)
+                        pending, count = [], 0
+            base += blk.nlines
+        self._flush_pending(pending, name, file_ref, split, writer)
+
+    def _bulk(self, blk: Any, base: int, file_ref: int, split: str, writer: Any) -> bool:
+        """A clean block in one go; False (nothing done) when one of its records duplicates an earlier one."""
+        seen, digests = self._seen, blk.digests
+        if any(map(seen.__contains__, digests)):
+            return False
+        seen.update(zip(digests, [file_ref | (base + r) for r in blk.rel]))
+        s = self.summary
+        s.records_out += len(digests)
+        for name, blob in blk.blobs.items():
+            ds = digests if blk.splits is None else list(compress(digests, [sp == name for sp in blk.splits]))
+            s.splits[name] = s.splits.get(name, 0) + len(ds)
+            if writer is not None:
+                writer.add_blob(name, blob, ds)
+        return True
+
+    def _flush_pending(self, pending: list, name: str, file_ref: int, split: str, writer: Any) -> None:
+        """_flush for records whose per-record work the block path already did."""
+        from .blocks import raw_line
+
+        s, seen = self.summary, self._seen
+        for blk, i, base, data in pending:
+            line = base + blk.rel[i]
+            msg = blk.too_long.get(i)
+            if msg is not None:
+                self._reject(DataProblem(name, line, "record", "too_long", msg),
+                             raw_line(data(), blk.rel[i], blk.bom))
+                continue
+            digest = blk.digests[i]
+            ref = file_ref | line
+            first = seen.get(digest)
+            if first is not None:
+                self._reject(DataProblem(name, line, "record", "duplicate", f"same record as {self._loc(first)}"),
+                             raw_line(data(), blk.rel[i], blk.bom))
+                continue
+            seen[digest] = ref
+            rec_split = blk.splits[i] if blk.splits is not None else split
+            if blk.pkeys is not None and blk.pkeys[i] is not None:
+                self._prompt_leak(blk.pkeys[i], ref, rec_split, name, line)
+            kinds = blk.pii.get(i)
+            if kinds:
+                s.add(DataProblem(name, line, "record", "pii", f"looks like: {', '.join(kinds)}"))
+            s.records_out += 1
+            s.splits[rec_split] = s.splits.get(rec_split, 0) + 1
+            if writer is not None:
+                writer.add(rec_split, blk.line(i, rec_split), digest)
+
     def _detect(self, items: Iterator[RawItem], name: str) -> Iterator[RawItem]:
         """Fix the source format from the first records (unless the spec sets it); check it fits the method."""
         head: list[RawItem] = []
         if self.source_format is None:
-            found: dict[str, int] = {}
             for item in items:
                 head.append(item)
+                if len(head) >= DETECT_WINDOW:
+                    break
+        if not self._fix_format(head, name):
+            return iter(head)  # nothing readable: every record is reported by run()
+        return chain(head, items)
+
+    def _fix_format(self, head: list[RawItem], name: str) -> bool:
+        """Detect the source format from `head` when not set; False when no record there is readable."""
+        if self.source_format is None:
+            found: dict[str, int] = {}
+            for item in head:
                 if item.problem is None:
                     try:
                         fmt = detect_format(self._mapper(item.obj))
@@ -137,13 +316,11 @@ class Pipeline:
                         fmt = None
                     if fmt:
                         found[fmt] = found.get(fmt, 0) + 1
-                if len(head) >= DETECT_WINDOW:
-                    break
             if not found:
                 first = next((i.obj for i in head if isinstance(i.obj, dict)), None)
                 if first is not None:
                     raise shape_error(name, list(first), self.opt.method)
-                return iter(head)  # nothing readable: every record is reported by run()
+                return False
             self.source_format = max(found, key=found.get)
         canonical = SOURCE_TO_CANONICAL[self.source_format]
         if self.summary.format is None:
@@ -154,7 +331,7 @@ class Pipeline:
                     f"trains on {' or '.join(kinds)} data",
                     hint=f"give this stage {kinds[0]} data, or set data.format if the detection is wrong")
             self.summary.format = canonical
-        return chain(head, items)
+        return True
 
     def _flush(self, batch: list[tuple[RawItem, dict]], name: str, file_ref: int, split: str) -> Iterator[Out]:
         lines = [canonical_bytes(rec) for _, rec in batch]
@@ -164,7 +341,7 @@ class Pipeline:
                 self._reject(DataProblem(name, item.line, "record", "too_long", length), _raw(item))
                 continue
             digest = record_digest(line)
-            key = digest[:16]
+            key = digest
             ref = file_ref | item.line
             first = self._seen.get(key)
             if first is not None:
@@ -180,7 +357,7 @@ class Pipeline:
             if self._near is not None and self._near_dup(rec, ref, rec_split, name, item):
                 continue
             if pkey is not None and self._track_prompts:
-                self._prompt_leak(pkey, ref, rec_split, name, item.line)
+                self._prompt_leak(record_digest(pkey)[:12], ref, rec_split, name, item.line)
             if self.opt.pii:
                 from .pii import find_pii
 
@@ -226,9 +403,9 @@ class Pipeline:
                                  f"near-duplicate of {self._loc(other)}{cross}"), _raw(item))
         return True
 
-    def _prompt_leak(self, pkey: str, ref: int, split: str, name: str, line: int) -> None:
-        """Warn when a prompt appears in two splits (exact leakage); both records are kept."""
-        pd = record_digest(pkey)[:12]
+    def _prompt_leak(self, pd: bytes, ref: int, split: str, name: str, line: int) -> None:
+        """Warn when a prompt (`pd`: its digest's first 12 bytes) appears in two splits (exact leakage); both
+        records are kept."""
         self._prompts.setdefault(pd + split.encode()[:4], ref)
         for other_split in ("train", "validation", "test"):
             if other_split == split:

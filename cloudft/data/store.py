@@ -42,8 +42,7 @@ def validate_files(sources: Sources, options: Options, quarantine: Optional[Path
     with _maybe_open(quarantine) as qfh:
         pipe = Pipeline(options, qfh, roles=[role for _, role in sources])
         for path, role in sources:
-            for _ in pipe.run(path, role):
-                pass
+            pipe.consume(path, role)
         summary = pipe.finish()
     if quarantine is not None and not summary.quarantined:
         quarantine.unlink(missing_ok=True)
@@ -60,15 +59,15 @@ def prepare_files(sources: Sources, options: Options, out_dir: Path,
     with open(qpath, "w", encoding="utf-8") as qfh:
         pipe = Pipeline(options, qfh, roles=[role for _, role in sources])
         for path, role in sources:
-            for out in pipe.run(path, role):
-                writer.add(out.split, out.line, out.digest)
+            pipe.consume(path, role, writer)
         summary = pipe.finish()
     counts, versions = writer.close()
     if not summary.quarantined:
         qpath.unlink()
     summary.quarantine = str(qpath) if summary.quarantined else None
     manifest = build_manifest(summary.format or "unknown", counts, versions,
-                              [_source(p, role) for p, role in sources], summary=summary.to_dict(), extra=extra)
+                              [_source(p, role, pipe.file_sha256) for p, role in sources], summary=summary.to_dict(),
+                              extra=extra)
     write_manifest(out_dir, manifest)
     return summary, manifest
 
@@ -102,9 +101,10 @@ def prepare_into_store(sources: Sources, options: Options,
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _source(path: Path, role: str) -> dict[str, Any]:
+def _source(path: Path, role: str, known: Optional[dict] = None) -> dict[str, Any]:
     st = path.stat()
-    return {"path": str(path.resolve()), "role": role, "sha256": file_sha256(path), "bytes": st.st_size}
+    sha = (known or {}).get((str(path), st.st_size, st.st_mtime_ns)) or file_sha256(path)
+    return {"path": str(path.resolve()), "role": role, "sha256": sha, "bytes": st.st_size}
 
 
 # -- fast path ---------------------------------------------------------------------------------------

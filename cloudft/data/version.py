@@ -112,12 +112,22 @@ class DatasetWriter:
         self._files: dict[str, Any] = {}
         self._digests: dict[str, list[bytes]] = {}
 
-    def add(self, split: str, line: Union[str, bytes], digest: Optional[bytes] = None) -> None:
-        """Append one canonical line (text or UTF-8 bytes) to the split's file."""
+    def _file(self, split: str) -> Any:
         fh = self._files.get(split)
         if fh is None:
             fh = self._files[split] = open(self.out_dir / f"{split}.jsonl", "wb")
             self._digests[split] = []
+        return fh
+
+    def add_blob(self, split: str, blob: bytes, digests: list[bytes]) -> None:
+        """Append canonical lines, each ending in a newline (UTF-8 bytes), with their digests."""
+        if digests:
+            self._file(split).write(blob)
+            self._digests[split].extend(digests)
+
+    def add(self, split: str, line: Union[str, bytes], digest: Optional[bytes] = None) -> None:
+        """Append one canonical line (text or UTF-8 bytes) to the split's file."""
+        fh = self._file(split)
         data = line.encode("utf-8") if isinstance(line, str) else line
         fh.write(data)
         fh.write(b"\n")

@@ -140,7 +140,8 @@ class LocalProvider(Provider):
         deadline_missing = time.time() + 10
         while not path.exists():
             if not follow or time.time() > deadline_missing:
-                return
+                raise CloudftError(f"run {run.run_id} has no log at {path}",
+                                   hint="the run folder was moved or deleted; `cloudft status RUN` shows the run")
             time.sleep(0.1)
         with open(path, "r", encoding="utf-8", errors="replace") as fh:
             buf = ""

@@ -18,6 +18,10 @@ def make_client(section: AzureSection, credential: Any = None, transport: Any = 
     ids = section.workspace_ids()
     if credential is None:
         identity = require("azure.identity", "azure")
+        import logging
+
+        # its failure report goes to stderr as a warning per attempt; the CLI prints one message instead
+        logging.getLogger("azure.identity").setLevel(logging.ERROR)
         credential = identity.DefaultAzureCredential()
     if transport is not None:
         kwargs["transport"] = transport

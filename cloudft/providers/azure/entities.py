@@ -84,6 +84,9 @@ def data_assets(spec: "JobSpec", method: str, data: dict[str, Any]) -> list[Asse
         value = data.get(split)
         if not value:
             continue
+        if value.startswith(("s3://", "gs://")):
+            raise CloudftError(f"data.{split} is {value.split('://')[0]}://; Azure ML reads azureml://, https://, "
+                               "wasbs:// / abfss:// or local files", hint="use a local path or an Azure storage URI")
         if "://" in value or value.startswith("azureml:"):
             kind = "uri_folder" if value.endswith("/") else "uri_file"
             refs.append(AssetRef(split, value, type=kind))
