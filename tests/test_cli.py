@@ -123,8 +123,22 @@ def test_stop_checkpoints_and_resubmit_resumes(tmp_path, tiny_model):
     assert "stopped" in cloudft("stop", run_id).stdout
     status = json.loads(cloudft("status", run_id, "--json").stdout)
     assert status["status"] == "stopped" and status["exit_code"] == 143
-    ckpts = list((Path(info["run_dir"]) / "0-sft" / "checkpoints").glob("checkpoint-*/.cloudft-complete"))
+    plan = json.loads((Path(info["run_dir"]) / "plan.json").read_text())
+    ckpt_dir = Path(plan["stages"][0]["run_config"]["outputs"]["checkpoint_dir"])
+    ckpts = sorted(ckpt_dir.glob("checkpoint-*/.cloudft-complete"))
     assert ckpts, "SIGTERM did not leave a complete checkpoint"
+    stopped_at = int(ckpts[-1].parent.name.split("-")[1])
+
+    # the same spec and data again: the new run resumes from that checkpoint (then stop it too)
+    again = json.loads(cloudft("submit", str(spec), "--detach", "--json").stdout)
+    log2 = Path(again["run_dir"]) / "log.txt"
+    deadline = time.time() + 120
+    while time.time() < deadline and '"event": "train_start"' not in (log2.read_text() if log2.exists() else ""):
+        time.sleep(0.5)
+    start = next(json.loads(line.split("##cloudft ", 1)[1]) for line in log2.read_text().splitlines()
+                 if '"train_start"' in line)
+    assert start["resumed_from"] >= stopped_at > 0
+    cloudft("stop", again["run_id"])
 
 
 def test_submit_names_the_missing_extra(tmp_path, tiny_model):

@@ -14,8 +14,6 @@ from transformers import TrainerCallback
 from .checkpoints import mark_complete
 from .events import emit, log
 
-EXIT_INTERRUPTED = 143
-
 
 class ProgressCallback(TrainerCallback):
     """Emit `##cloudft` events and append every log dict to train_log.jsonl (main process only)."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from .output import console
+from train_entry.events import PREFIX as EVENT_PREFIX  # one definition of the log-event format
 
-EVENT_PREFIX = "##cloudft "
+from .output import console
 
 
 def parse_event(line: str) -> Optional[dict[str, Any]]:

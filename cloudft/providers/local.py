@@ -36,6 +36,17 @@ def _is_uri(path: str) -> bool:
     return "://" in path
 
 
+def _stage_key(spec: "JobSpec", index: int, data: dict[str, Any]) -> str:
+    """Stable id of one stage's training: spec content + stage + data versions."""
+    import hashlib
+    import json
+
+    from ..plan import spec_digest
+
+    body = json.dumps([spec_digest(spec), index, data.get("versions") or {}], sort_keys=True)
+    return f"{spec.name}-{index}-{hashlib.sha256(body.encode()).hexdigest()[:12]}"
+
+
 class LocalProvider(Provider):
     name = "local"
     requires = (("torch", "train"), ("transformers", "train"), ("peft", "train"), ("trl", "train"))
@@ -46,6 +57,11 @@ class LocalProvider(Provider):
             base = spec.base_dir / base
         return (base / run_id).resolve()
 
+    def checkpoint_root(self, spec: "JobSpec") -> Path:
+        """Checkpoints live beside the runs, keyed by what is trained (not by run id), so submitting the same
+        spec and data again after a stop, a crash or a reboot resumes where it left off."""
+        return self.run_dir(spec, ".checkpoints")
+
     def locate(self, spec: "JobSpec", run_id: str, index: int, stage: "StageSpec",
                data: dict[str, Any]) -> dict[str, str]:
         stages = spec.stage_list()
@@ -54,7 +70,7 @@ class LocalProvider(Provider):
         loc = {
             "stage_dir": str(stage_dir),
             "output_dir": str(stage_dir / "output"),
-            "checkpoint_dir": str(stage_dir / "checkpoints"),
+            "checkpoint_dir": str(self.checkpoint_root(spec) / _stage_key(spec, index, data)),
         }
         for key in ("train", "validation"):
             value = data.get(key)
@@ -102,6 +118,10 @@ class LocalProvider(Provider):
             return [{"write": str(Path(s.locations["stage_dir"]) / "run.json"),
                      "run_config": s.run_config.model_dump(mode="json")} for s in plan.stages]
         run_dir.mkdir(parents=True, exist_ok=False)
+        if options.get("rerun"):  # start afresh: checkpoints of this run only
+            for st in plan.stages:
+                st.run_config.outputs.checkpoint_dir = str(Path(st.locations["stage_dir"]) / "checkpoints")
+                st.locations["checkpoint_dir"] = st.run_config.outputs.checkpoint_dir
         (run_dir / "plan.json").write_text(plan.to_json())
         for st in plan.stages:
             st.run_config.write(Path(st.locations["stage_dir"]) / "run.json")

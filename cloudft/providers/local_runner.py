@@ -19,8 +19,7 @@ from pathlib import Path
 
 from ..registry import Registry
 
-# train_entry's exit code after a SIGTERM checkpoint (see train_entry.signals)
-EXIT_INTERRUPTED = 143
+from train_entry.cli import EXIT_INTERRUPTED  # exit code after a SIGTERM checkpoint
 
 
 def _command(run_json: Path, nproc: int) -> list[str]:
