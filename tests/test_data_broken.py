@@ -51,3 +51,23 @@ def test_huge_single_line_is_rejected_without_tokenizing(corpus, tmp_path):
     summary = validate_files([(corpus["huge"]["path"], "train")], Options(max_length=256), None)
     (p,) = [p for p in summary.problems if p.reason == "too_long"]
     assert p.line == 2 and "characters" in p.message
+
+
+def test_unreadable_head_does_not_drop_the_rest_of_the_file(tmp_path):
+    """A file whose first 100+ lines are garbage still has every later line read and accounted for."""
+    path = tmp_path / "late.jsonl"
+    lines = ["not json"] * 120 + [json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) for i in range(5)]
+    path.write_text("\n".join(lines) + "\n")
+    summary = validate_files([(path, "train")], Options(), None)
+    assert summary.records_in == 125
+    assert summary.records_in == summary.records_out + summary.quarantined
+    assert summary.quarantined >= 120
+
+
+@pytest.mark.parametrize("escape", ["\\b", "\\f"])
+def test_json_escapes_that_decode_to_control_characters_are_caught(tmp_path, escape):
+    path = tmp_path / "ctl.jsonl"
+    path.write_text('{"prompt": "bell' + escape + 'here", "completion": "ok"}\n'
+                    '{"prompt": "clean", "completion": "ok"}\n')
+    summary = validate_files([(path, "train")], Options(), None)
+    assert summary.records_out == 1 and summary.counts.get("control_chars") == 1

@@ -135,7 +135,7 @@ def stage1(data: bytes, ctx: Context) -> Block:
                 continue
         else:
             records += 1
-        chars = b"\x7f" in raw or (b"\\" in raw and b"\\u" in raw)
+        chars = b"\x7f" in raw or (b"\\" in raw and (b"\\u" in raw or b"\\b" in raw or b"\\f" in raw))
         try:
             rec = pkey = None
             if plain and type(obj) is dict:  # the common case, same result as normalise() below

@@ -300,8 +300,7 @@ class Pipeline:
                 head.append(item)
                 if len(head) >= DETECT_WINDOW:
                     break
-        if not self._fix_format(head, name):
-            return iter(head)  # nothing readable: every record is reported by run()
+        self._fix_format(head, name)  # when nothing in the window is readable, run() reports record by record
         return chain(head, items)
 
     def _fix_format(self, head: list[RawItem], name: str) -> bool:

@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - optional speed-up
     fast_loads = json.loads
 
 
-_ESCAPE_OR_DEL = re.compile(rb"\\u|\x7f").search
+_ESCAPE_OR_DEL = re.compile(rb"\\[ubf]|\x7f").search  # \b and \f decode to control characters too
 
 
 @dataclass
