@@ -53,3 +53,36 @@ def test_packed_loss_equals_unpacked_mean(tmp_path, tiny_model):
     with torch.no_grad():
         one = model(input_ids=ids[None, bounds[1]:bounds[2]], use_cache=False).logits[0]
     assert torch.allclose(packed_logits[bounds[1]:bounds[2]], one, atol=1e-4)
+
+
+def test_varlen_attention_matches_per_sample_runs_with_gqa():
+    """cloudft_varlen on a packed row equals each sample run alone; padded batches take the stock path."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from train_entry.attention import register
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)  # grouped-query attention
+    config._attn_implementation = register()
+    model = LlamaForCausalLM(config).eval()
+    lengths = [5, 9, 3, 7]
+    samples = [torch.randint(0, 64, (n,)) for n in lengths]
+    ids = torch.cat(samples)[None]
+    pos = torch.cat([torch.arange(n) for n in lengths])[None]
+    cu = torch.tensor([0, 5, 14, 17, 24], dtype=torch.int32)
+    with torch.no_grad():
+        alone = torch.cat([model(input_ids=s[None], use_cache=False).logits[0] for s in samples])
+        from_positions = model(input_ids=ids, position_ids=pos, use_cache=False).logits[0]
+        from_cu = model(input_ids=ids, position_ids=pos, use_cache=False, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
+                        max_length_q=9, max_length_k=9).logits[0]
+        # a padded batch (attention_mask present) goes through stock SDPA and still matches
+        padded = torch.zeros(2, 9, dtype=torch.long)
+        padded[0, :5], padded[1, :9] = samples[0], samples[1]
+        mask = torch.zeros(2, 9, dtype=torch.long)
+        mask[0, :5], mask[1, :9] = 1, 1
+        batch = model(input_ids=padded, attention_mask=mask, use_cache=False).logits
+    assert torch.allclose(from_positions, alone, atol=1e-5)
+    assert torch.allclose(from_cu, alone, atol=1e-5)
+    assert torch.allclose(batch[0, :5], alone[:5], atol=1e-5)
+    assert torch.allclose(batch[1], alone[5:14], atol=1e-5)

@@ -143,6 +143,9 @@ class TrainingConfig(StrictModel):
     max_length: int = Field(1024, ge=8, description="Tokens per sample (prompt + completion).")
     packing: bool = Field(True, description="SFT: pack samples into rows with per-sample attention boundaries.")
     gradient_checkpointing: bool = False
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2", "varlen_sdpa"] = Field(
+        "auto", description="Attention kernel. auto: FlashAttention 2 when installed on a GPU, else varlen_sdpa "
+                            "(per-sample SDPA over packed rows).")
     precision: Precision = Precision.auto
     optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd"] = "adamw_torch"
     seed: int = 42

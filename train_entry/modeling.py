@@ -10,6 +10,23 @@ from .events import log
 from .runtime import torch_dtype
 
 
+def attention_implementation(choice: str) -> str:
+    """The transformers attention name for `training.attention` (see train_entry/attention.py)."""
+    if choice == "auto":
+        import importlib.util
+
+        import torch
+
+        if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+        choice = "varlen_sdpa"
+    if choice == "varlen_sdpa":
+        from .attention import register
+
+        return register()
+    return choice
+
+
 def load_tokenizer(source: str):
     from transformers import AutoTokenizer
 
@@ -39,7 +56,8 @@ def load_model(cfg: RunConfig, precision: str, *, task: str = "causal_lm", num_l
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    kwargs: dict[str, Any] = {"dtype": torch_dtype(precision)}
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(precision),
+                              "attn_implementation": attention_implementation(cfg.training.attention)}
     quant = quantization_config(cfg.peft, precision)
     if quant is not None:
         kwargs["quantization_config"] = quant
