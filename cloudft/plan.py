@@ -84,6 +84,15 @@ def spec_digest(spec: JobSpec) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+def stage_work_key(spec: JobSpec, index: int, versions: dict[str, str]) -> str:
+    """Stable id of one stage's training (spec content, stage index, dataset versions), 12 hex digits.
+
+    Providers key checkpoint locations on it, so submitting the same spec and data again (after a stop,
+    a spot interruption or a crash) resumes from the newest valid checkpoint instead of starting over."""
+    body = json.dumps([spec_digest(spec), index, versions or {}], sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:12]
+
+
 def _stage_training(spec: JobSpec, stage: StageSpec) -> TrainingConfig:
     if not stage.training:
         return spec.training

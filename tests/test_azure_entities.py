@@ -49,7 +49,13 @@ def test_single_stage_dry_run_writes_command_job_that_loads_and_validates(tmp_pa
     assert raw["inputs"]["train"]["path"].startswith("azureml:azure-lora-sft-train:")
     assert job.inputs["train"].path.startswith("azure-lora-sft-train:")
     assert job.outputs["checkpoints"].mode == "rw_mount"
-    assert job.outputs["checkpoints"].path.endswith("/0-sft/checkpoints/")
+    # checkpoints are keyed by the stage's work (spec + data), not the run, so a resubmit resumes
+    ckpt = job.outputs["checkpoints"].path
+    assert "/paths/cloudft/checkpoints/azure-lora/0-" in ckpt
+    again = tmp_path / "again"
+    dry_run(LORA, again)  # a second submit (new run id) of the same spec and data uses the same checkpoints
+    assert load_job(again / "job.yml").outputs["checkpoints"].path == ckpt
+    assert load_job(again / "job.yml").outputs["adapter"].path != job.outputs["adapter"].path
     assert raw["environment"].startswith("azureml:cloudft-train:")
     assert job.identity.type == "managed_identity"  # secrets → managed identity reads Key Vault
     # secrets: names only, never values, in the job definition

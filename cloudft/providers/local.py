@@ -37,14 +37,9 @@ def _is_uri(path: str) -> bool:
 
 
 def _stage_key(spec: "JobSpec", index: int, data: dict[str, Any]) -> str:
-    """Stable id of one stage's training: spec content + stage + data versions."""
-    import hashlib
-    import json
+    from ..plan import stage_work_key
 
-    from ..plan import spec_digest
-
-    body = json.dumps([spec_digest(spec), index, data.get("versions") or {}], sort_keys=True)
-    return f"{spec.name}-{index}-{hashlib.sha256(body.encode()).hexdigest()[:12]}"
+    return f"{spec.name}-{index}-{stage_work_key(spec, index, data.get('versions') or {})}"
 
 
 class LocalProvider(Provider):

@@ -20,9 +20,9 @@ def _sha(*parts: Any) -> str:
 
 def stage_key(spec: "JobSpec", index: int, versions: dict[str, str]) -> str:
     """Key of one stage's work (spec content, stage index, dataset versions): names its checkpoint prefix."""
-    from ...plan import spec_digest
+    from ...plan import stage_work_key
 
-    return _sha(spec_digest(spec), index, versions)[:12]
+    return stage_work_key(spec, index, versions)
 
 
 def run_key(plan: "Plan") -> str:

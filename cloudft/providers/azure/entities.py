@@ -61,8 +61,17 @@ def stage_key(index: int, method: str) -> str:
 
 
 def datastore_uri(section: AzureSection, run_id: str, key: str, what: str) -> str:
-    """Deterministic datastore folder of a run's stage output (checkpoints survive preemption restarts)."""
+    """Deterministic datastore folder of a run's stage output."""
     return f"azureml://datastores/{section.datastore}/paths/cloudft/{run_id}/{key}/{what}/"
+
+
+def checkpoint_uri(spec: "JobSpec", section: AzureSection, index: int, data: dict[str, Any]) -> str:
+    """Checkpoints are keyed by the stage's work, not the run: a resubmit of the same spec and data (or a
+    preempted low-priority job's restart) resumes from them."""
+    from ...plan import stage_work_key
+
+    work = stage_work_key(spec, index, data.get("versions") or {})
+    return f"azureml://datastores/{section.datastore}/paths/cloudft/checkpoints/{spec.name}/{index}-{work}/"
 
 
 @dataclass
@@ -107,7 +116,7 @@ def stage_locations(spec: "JobSpec", section: AzureSection, run_id: str, index: 
     key = stage_key(index, method)
     loc = {
         "output_dir": datastore_uri(section, run_id, key, "adapter"),
-        "checkpoint_dir": datastore_uri(section, run_id, key, "checkpoints"),
+        "checkpoint_dir": checkpoint_uri(spec, section, index, data),
     }
     for ref in data_assets(spec, method, data):
         loc[ref.split] = ref.uri
