@@ -201,7 +201,16 @@ class LocalProvider(Provider):
         stages = run.meta.get("stages") or []
         if not stages:
             return run_dir
-        return run_dir / stages[-1] / "output"
+        out = run_dir / stages[-1] / "output"
+        if not out.is_dir():
+            raise CloudftError(f"{run.run_id} has no outputs yet ({run.status}): {out} does not exist",
+                               hint=f"see what happened with `cloudft logs {run.run_id}`")
+        if dest is not None:
+            import shutil
+
+            shutil.copytree(out, Path(dest), dirs_exist_ok=True)
+            return Path(dest)
+        return out
 
 
 def _alive(pid: int) -> bool:
