@@ -70,6 +70,10 @@ def train(argv: list[str]) -> int:
     except LayoutError as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
 
+    import logging
+
+    # before .context: its imports load bitsandbytes, which warns about an optional CPU kernel package at import
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from .context import TrainContext
     from .methods import get_method
     from .runtime import resolve_precision, world

@@ -30,12 +30,19 @@ def list_cmd(provider: str, gpu: Optional[str], as_json: bool) -> None:
         print_json({"provider": provider, "region": doc.get("region"), "taken": doc.get("taken"),
                     "origin": doc.get("origin"), "instances": [i.__dict__ for i in rows]})
         return
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{provider} ({doc.get('service')}, {doc.get('region')}), prices as of {doc.get('taken')} "
-                        f"[{doc.get('origin')}]", title_justify="left")
-    for name in ("instance", "GPU", "GPUs", "GPU GB", "vCPU", "on-demand $/h", "spot $/h"):
-        table.add_column(name, no_wrap=True)
+    if not rows:
+        from ..errors import CloudftError
+
+        known = sorted({i.gpu for i in load_catalog(provider)})
+        raise CloudftError(f"no {provider} instance has GPU '{gpu}'", hint=f"--gpu one of: {', '.join(known)}")
+    table = Table(title=escape(f"{provider} ({doc.get('service')}, {doc.get('region')}), prices as of "
+                               f"{doc.get('taken')} [{doc.get('origin')}]"), title_justify="left")
+    for name in ("instance", "GPU", "GPUs", "GPU GB", "vCPU", "$/h", "spot $/h"):
+        # the instance name is what goes into compute.instance_type: never cut; short headers may wrap
+        table.add_column(name, no_wrap=name in ("instance", "GPU", "$/h", "spot $/h"), overflow="fold")
     for i in rows:
         table.add_row(i.type, i.gpu, str(i.gpus), f"{i.gpu_memory_gb:g}", str(i.vcpus),
                       "-" if i.on_demand_per_hour is None else f"{i.on_demand_per_hour:.3f}",
@@ -43,6 +50,7 @@ def list_cmd(provider: str, gpu: Optional[str], as_json: bool) -> None:
                       ("" if i.spot_source == "listed" else "*"))
     out = console()
     out.print(table)
+    out.print("$/h: on-demand price per hour (per instance)")
     out.print("* spot = assumed fraction of on-demand; refresh to fetch listed spot prices (Azure)")
 
 

@@ -71,9 +71,27 @@ def validate_cmd(specs: tuple[str, ...], provider: Optional[str]) -> None:
             continue
         stages = " → ".join(s.method for s in spec.stage_list())
         console().print(f"[green]ok[/] {path}: {spec.name} ({stages}, peft={spec.peft.type})")
+        _warn_missing_data(spec)
     if failed:
         problems = [p for exc in failed for p in exc.problems]
         raise SpecError(problems)
+
+
+def _warn_missing_data(spec) -> None:
+    """validate checks the spec only; a local data file that is not there yet is worth a warning."""
+    seen = set()
+    for stage in spec.stage_list():
+        data = stage.data or spec.data
+        for field in ("train", "validation"):
+            value = getattr(data, field)
+            if not value or "://" in value or value in seen:
+                continue
+            seen.add(value)
+            p = Path(value).expanduser()
+            p = p if p.is_absolute() else spec.base_dir / p
+            if not p.is_file():
+                console().print(f"[yellow]warning:[/] data.{field}: {p} does not exist yet "
+                                "(plan and submit need it)")
 
 
 @click.command("schema")
@@ -123,7 +141,8 @@ def plan_cmd(specs: tuple[str, ...], provider: str, stack: Optional[str], as_jso
 @click.option("--force", is_flag=True,
               help="Submit despite budget limits or data errors (trains on the clean records).")
 @click.option("--rerun", is_flag=True,
-              help="Start a new cloud job even if an identical one already ran (submits are idempotent).")
+              help="Start afresh: no resuming from an earlier run's checkpoints, and a new cloud job even if "
+                   "an identical one already ran (by default the same spec and data resume).")
 def submit_cmd(spec_path: str, provider: str, stack: Optional[str], detach: bool, dry_run: bool,
                out_dir: Optional[str], as_json: bool, force: bool, rerun: bool) -> None:
     """Validate SPEC, check its data and budget, and start it on the provider."""
@@ -195,6 +214,14 @@ def _print_outcome(prov, rec) -> None:
             for line in headline(json.loads((o / "metrics.json").read_text())):
                 out.print(f"      {line}")
     out.print(f"  log:        {run_dir / 'log.txt'}")
+    _resume_hint(rec)
+
+
+def _resume_hint(rec) -> None:
+    """After a stop: the same spec and data resume from the checkpoint it wrote."""
+    if rec.status == "stopped" and rec.spec_path:
+        flag = "" if rec.provider == "local" else f" --provider {rec.provider}"
+        console().print(f"resume with: [cyan]cloudft submit {rec.spec_path}{flag}[/]")
 
 
 def _record(run_id: str):
@@ -207,7 +234,8 @@ def _record(run_id: str):
 
 
 @click.command("runs")
-@click.option("--provider", "-p", default=None, help="Only this provider's runs.")
+@click.option("--provider", "-p", default=None, type=click.Choice(["local", "aws", "azure"]),
+              help="Only this provider's runs.")
 @click.option("--limit", default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def runs_cmd(provider: Optional[str], limit: int, as_json: bool) -> None:
@@ -218,11 +246,17 @@ def runs_cmd(provider: Optional[str], limit: int, as_json: bool) -> None:
     if as_json:
         print_json([r.__dict__ for r in recs])
         return
-    from rich.table import Table
+    if not recs:
+        console().print("no runs yet" + (f" on {provider}" if provider else "")
+                        + f"; start one with: [cyan]cloudft submit SPEC --provider {provider or 'local'}[/]")
+        return
+    from rich.table import Column, Table
 
-    table = Table("run", "provider", "status", "started", "stages")
+    table = Table("provider", Column("status", no_wrap=True), "started", "stages")
+    # run ids are what users copy into status/logs/stop: never cut them short
+    table.columns.insert(0, Column("run", no_wrap=True, min_width=max((len(r.run_id) for r in recs), default=3)))
     for r in recs:
-        table.add_row(r.run_id, r.provider, r.status, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
+        table.add_row(r.run_id, r.provider, r.status, time.strftime("%m-%d %H:%M", time.localtime(r.created)),
                       " → ".join(r.meta.get("stages", [])))
     console().print(table)
 
@@ -245,8 +279,13 @@ def status_cmd(run_id: str, as_json: bool) -> None:
     from rich.markup import escape
 
     for key, value in rec.meta.items():
-        if key not in ("stages",):
-            out.print(f"  {key}: {escape(str(value))}")
+        if key in ("stages",):
+            continue
+        if key in ("started", "finished") and isinstance(value, (int, float)):
+            value = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        out.print(f"  {key}: {escape(str(value))}")
 
 
 @click.command("logs")
@@ -266,6 +305,7 @@ def stop_cmd(run_id: str) -> None:
     prov, rec = _record(run_id)
     rec = prov.stop(rec)
     console().print(f"{rec.run_id}: {rec.status}")
+    _resume_hint(rec)
 
 
 @click.command("artifacts")

@@ -267,7 +267,8 @@ def stats_cmd(paths: tuple[str, ...], fmt: str, columns: Optional[str], method: 
 
 def _render_stats(result: dict[str, Any]) -> None:
     out = console()
-    out.print(f"[bold]{result['source']}[/]: {result['format']}, {result['records']} records {result['splits']}"
+    splits = ", ".join(f"{k} {v}" for k, v in result["splits"].items())
+    out.print(f"[bold]{result['source']}[/]: {result['format']}, {result['records']} records ({splits})"
               + (f" ({result['quarantined']} unusable, see data validate)" if result["quarantined"] else ""))
     length = result.get("length") or {}
     out.print(f"  length ({result['length_unit']}): " + ", ".join(f"{k} {v}" for k, v in length.items()))

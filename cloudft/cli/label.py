@@ -92,6 +92,8 @@ def _run_app(pairs: list[dict], names: list[str], overlap: int, db: Path, host: 
             if a["token"]:
                 click.echo(f"{a['name']}\thttp://{shown}:{bound}/a/{a['token']}/")
         click.get_text_stream("stdout").flush()
+        click.echo(f"labels are saved as they arrive; Ctrl-C stops the server. Then: cloudft label report --db {db}",
+                   err=True)
 
     try:
         serve(app, host, port, on_ready=ready, stop_when=(lambda: store.remaining() == 0) if exit_when_done else None)

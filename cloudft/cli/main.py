@@ -85,8 +85,25 @@ def cli() -> None:
     """
 
 
+#: SDK loggers whose routine chatter (INFO lines, "experimental class" notices, pipeline-definition warnings)
+#: would bury cloudft's own output; set by name, so nothing is imported
+QUIET_LOGGERS = {"sagemaker.config": "WARNING", "sagemaker.core.utils.utils": "WARNING",
+                 "sagemaker.core.workflow.utilities": "ERROR", "azure.ai.ml._utils._experimental": "ERROR",
+                 "azure.ai.ml._schema.core.fields": "ERROR"}
+
+
+def _quiet_sdk_logs() -> None:
+    import logging
+    import warnings
+
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    warnings.filterwarnings("ignore", message="Running within a PipelineSession")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user errors print one clear message (no traceback) and exit non-zero."""
+    _quiet_sdk_logs()
     try:
         cli.main(args=argv, prog_name="cloudft", standalone_mode=False)
     except CloudftError as exc:

@@ -34,7 +34,9 @@ def render_plan(plan: "Plan") -> None:
     out = console()
     spec = plan.spec
     out.print(f"[bold]{spec.name}[/] on [bold]{plan.provider}[/]  run id {plan.run_id}")
-    table = Table("stage", "method", "peft", "train data", "output", title="stages", title_justify="left")
+    table = Table("stage", "method", "peft", title="stages", title_justify="left")
+    for header in ("train data", "output"):  # paths wrap rather than end in "…": they are what users copy
+        table.add_column(header, overflow="fold")
     for st in plan.stages:
         rc = st.run_config
         output = st.locations.get("output_dir") or st.locations.get("output_uri") or "(provider layout)"
@@ -60,6 +62,8 @@ def render_plan(plan: "Plan") -> None:
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:,.2f}"
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return "; ".join(v)
     if isinstance(v, (dict, list)):
         return json.dumps(v, default=str, ensure_ascii=False)
     return str(v)

@@ -84,7 +84,8 @@ def shape_error(path: str, keys: list[str], method: str) -> CloudftError:
         f"{path}: records have keys {keys}, which fit no known data format "
         "(prompt/completion, instruction/output, messages, conversations, prompt/chosen/rejected, "
         "HH-RLHF chosen/rejected, prompt/completion/label, text)",
-        hint=f"map your columns in the spec, e.g. data.columns: {{{example}}}, or set data.format",
+        hint=f"map your columns in the spec, e.g. data.columns: {{{example}}}, or set data.format "
+             f"(`cloudft data` commands: --columns {','.join(f'{t}={k}' for t, k in zip(targets, keys))})",
     )
 
 

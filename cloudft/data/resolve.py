@@ -28,7 +28,8 @@ def _local(spec: "JobSpec", value: str, field: str) -> Path:
     if not p.is_file():
         where = f"{spec.source_path}: " if spec.source_path else ""
         raise CloudftError(f"{where}data.{field}: file not found: {p}",
-                           hint=f"fix data.{field} (relative paths are relative to {spec.base_dir})")
+                           hint=f"point data.{field} at an existing file (a relative path is resolved from the "
+                                f"spec's folder, {spec.base_dir})")
     return p
 
 

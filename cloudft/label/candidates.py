@@ -124,7 +124,17 @@ def sample(model: Any, tokenizer: Any, prompt: Any, n: int, s: Sampling) -> list
 
 def generate_pairs(prompts: list[dict], model_a: str, model_b: Optional[str], s: Sampling) -> Iterator[dict]:
     """Yield one pair per prompt: two samples of `model_a`, or one of `model_a` and one of `model_b`."""
+    import logging
+
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # before torch/peft load it: an optional-kernel notice
     import torch
+
+    try:  # no weight-loading progress bars or deprecation warnings between cloudft's own lines
+        from train_entry.runtime import quiet_libraries
+
+        quiet_libraries()
+    except ImportError:
+        pass
 
     s.check()
     torch.manual_seed(s.seed)

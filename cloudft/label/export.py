@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from ..data.formats import check_chars
+from ..data.problems import RecordError
 from .agreement import agreement_report, render_report
 from .pairs import write_jsonl
 from .store import Store
@@ -38,8 +40,14 @@ def build_records(items: dict[str, dict], consolidated: dict[str, dict]) -> tupl
         if item[win].strip() == item[lose].strip():
             quarantine.append({"pair_id": pid, "reason": "identical responses", "votes": c["votes"]})
             continue
-        dpo.append({"prompt": item["prompt"], "chosen": _as_completion(item["prompt"], item[win]),
-                    "rejected": _as_completion(item["prompt"], item[lose])})
+        record = {"prompt": item["prompt"], "chosen": _as_completion(item["prompt"], item[win]),
+                  "rejected": _as_completion(item["prompt"], item[lose])}
+        try:  # e.g. a sampled answer with a control character: left out here, not a failed export
+            check_chars(record)
+        except RecordError as exc:
+            quarantine.append({"pair_id": pid, "reason": f"{exc.field}: {exc.message}", "votes": c["votes"]})
+            continue
+        dpo.append(record)
         prov.append({"pair_id": pid, "winner": c["winner"], "votes": c["votes"], "annotators": c["annotators"],
                      "model_chosen": item.get("model_" + win[-1]), "model_rejected": item.get("model_" + lose[-1])})
     return dpo, prov, quarantine

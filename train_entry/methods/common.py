@@ -7,6 +7,7 @@ from typing import Any
 
 from ..context import TrainContext
 from ..data import load_dataset
+from ..events import log
 from ..modeling import attach_adapter, load_model, peft_config
 
 
@@ -41,7 +42,10 @@ def train_and_save(ctx: TrainContext, trainer) -> dict[str, Any]:
     """Train (resuming from the newest valid checkpoint), evaluate on held-out data, save model + tokenizer.
 
     Returns early, saving nothing final, when SIGTERM stopped the run (a checkpoint was written)."""
-    result = trainer.train(resume_from_checkpoint=ctx.resume_checkpoint())
+    resume = ctx.resume_checkpoint()
+    if resume and ctx.world.is_main:
+        log(f"resuming from {resume} (same spec and data as an earlier run; `cloudft submit --rerun` starts afresh)")
+    result = trainer.train(resume_from_checkpoint=resume)
     metrics: dict[str, Any] = dict(result.metrics)
     if ctx.policy.interrupted:
         return metrics

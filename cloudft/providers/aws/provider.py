@@ -37,11 +37,18 @@ class AwsProvider(Provider):
             outputs = stack_outputs("aws", self.stack) or {}
             values = {**{k: v for k, v in outputs.items() if k in STACK_KEYS and v not in (None, "")}, **values}
         section = AwsSection.model_validate(values)
-        where = "the spec's aws: section" + (f" or stack '{self.stack}'" if self.stack else "")
-        for key in ("bucket", "role_arn"):
-            if not getattr(section, key):
-                raise CloudftError(f"aws.{key} is not set in {where}",
-                                   hint=f"add 'aws: {{{key}: ...}}' to the spec, or pass --stack NAME")
+        name = f"{spec.source_path}" if spec.source_path else "the spec"
+        missing = [key for key in ("bucket", "role_arn") if not getattr(section, key)]
+        if missing and not spec.aws and not self.stack:
+            raise CloudftError(f"{name} has no aws: section; --provider aws needs at least aws.bucket and "
+                               "aws.role_arn",
+                               hint="add them, e.g. `aws: {bucket: my-bucket, role_arn: arn:aws:iam::123456789012:"
+                                    "role/my-sagemaker-role}` (see examples/aws-lora.yaml, docs/aws.md), "
+                                    "or pass --stack NAME to read them from a `cloudft infra` stack")
+        where = f"{name}'s aws: section" + (f" or stack '{self.stack}'" if self.stack else "")
+        for key in missing:
+            raise CloudftError(f"aws.{key} is not set in {where}",
+                               hint=f"add '{key}: ...' under aws: in the spec, or pass --stack NAME")
         if section.network_isolation and spec.secrets:
             raise CloudftError("aws.network_isolation blocks the container from fetching secrets",
                                hint="drop the secrets (use a public model) or turn network isolation off")
