@@ -105,10 +105,23 @@ def test_submit_runs_status_logs_report_flow(tmp_path, tiny_model):
     run_id = runs[0]["run_id"]
     status = json.loads(cloudft("status", run_id[:20], "--json").stdout)  # a unique prefix is enough
     assert status["exit_code"] == 0
+    raw = cloudft("logs", run_id, "--raw").stdout
+    assert '"event": "train_start"' in raw and '"event": "done"' in raw
     logs = cloudft("logs", run_id).stdout
-    assert '"event": "train_start"' in logs and '"event": "done"' in logs
+    assert "##cloudft" not in logs and "step 6/6  loss" in logs and "== stage 0 sft: training 6 steps" in logs
     out = Path(cloudft("artifacts", run_id).stdout.strip())
     assert (out / "adapter_model.safetensors").is_file() and (out / "metrics.json").is_file()
+
+    # the same spec and data again: the finished work is reused, not trained one step further
+    from safetensors.torch import load_file
+
+    cloudft("submit", str(spec))
+    again = json.loads(cloudft("runs", "--json").stdout)[0]
+    assert again["run_id"] != run_id
+    assert "already trained to step 6" in cloudft("logs", again["run_id"]).stdout
+    first = load_file(str(out / "adapter_model.safetensors"))
+    second = load_file(str(Path(again["run_dir"]) / "0-sft" / "output" / "adapter_model.safetensors"))
+    assert first.keys() == second.keys() and all((first[k] == second[k]).all() for k in first)
 
 
 def test_stop_checkpoints_and_resubmit_resumes(tmp_path, tiny_model):

@@ -291,11 +291,15 @@ def status_cmd(run_id: str, as_json: bool) -> None:
 @click.command("logs")
 @click.argument("run_id")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the run ends.")
-def logs_cmd(run_id: str, follow: bool) -> None:
-    """Print RUN's log."""
+@click.option("--raw", is_flag=True, help="Print train_entry's `##cloudft {json}` event lines as they are.")
+def logs_cmd(run_id: str, follow: bool, raw: bool) -> None:
+    """Print RUN's log (progress events as readable lines unless --raw)."""
+    from .follow import describe_event, parse_event
+
     prov, rec = _record(run_id)
     for line in prov.logs(rec, follow=follow):
-        click.echo(line)
+        event = None if raw else parse_event(line)
+        click.echo(line if event is None else describe_event(event))
 
 
 @click.command("stop")

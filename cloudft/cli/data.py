@@ -157,6 +157,7 @@ def validate_cmd(paths: tuple[str, ...], fmt: str, columns: Optional[str], metho
                  quarantine: Optional[str], pii: bool, as_json: bool, strict: bool) -> None:
     """Check data files (or a spec's data): every problem with file, line, field, reason and fix.
 
+    Several PATHS form one dataset (same format); check files of different kinds in separate calls.
     Exits 1 when a record has errors (with --strict: on any problem)."""
     from ..data.store import validate_files
 

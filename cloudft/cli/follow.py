@@ -21,6 +21,19 @@ def parse_event(line: str) -> Optional[dict[str, Any]]:
         return None
 
 
+def describe_event(event: dict[str, Any]) -> str:
+    """One readable line for a train_entry event (for `cloudft logs`)."""
+    kind = event.get("event", "?")
+    if kind == "step":
+        loss = f"  loss {event['loss']:.4f}" if isinstance(event.get("loss"), (int, float)) else ""
+        return f"step {event.get('step')}/{event.get('max_steps')}{loss}"
+    if kind == "train_start":
+        resumed = f", resumed at step {event['resumed_from']}" if event.get("resumed_from") else ""
+        return f"== stage {event.get('stage')} {event.get('method', '')}: training {event.get('max_steps')} steps{resumed}"
+    rest = ", ".join(f"{k}={v}" for k, v in event.items() if k != "event")
+    return f"== {kind.replace('_', ' ')}" + (f": {rest}" if rest else "")
+
+
 def follow_run(provider, rec):
     """Stream `rec`'s log until it ends; Ctrl-C asks the run to stop (it checkpoints first)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from typing import Any
+from typing import Any, Optional
 
 from ..context import TrainContext
 from ..data import load_dataset
@@ -38,6 +38,21 @@ def policy_model(ctx: TrainContext, task_type: str = "CAUSAL_LM"):
     return model, peft_config(ctx.cfg.peft, task_type, tokenizer_source=ctx.tokenizer_source)
 
 
+def finished_state(checkpoint: Optional[str]) -> Optional[dict[str, Any]]:
+    """The checkpoint's trainer state when it was saved at the end of training, else None."""
+    import json
+    from pathlib import Path
+
+    if not checkpoint:
+        return None
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+        done = int(state["global_step"]) >= int(state["max_steps"]) > 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state if done else None
+
+
 def train_and_save(ctx: TrainContext, trainer) -> dict[str, Any]:
     """Train (resuming from the newest valid checkpoint), evaluate on held-out data, save model + tokenizer.
 
@@ -45,8 +60,18 @@ def train_and_save(ctx: TrainContext, trainer) -> dict[str, Any]:
     resume = ctx.resume_checkpoint()
     if resume and ctx.world.is_main:
         log(f"resuming from {resume} (same spec and data as an earlier run; `cloudft submit --rerun` starts afresh)")
-    result = trainer.train(resume_from_checkpoint=resume)
-    metrics: dict[str, Any] = dict(result.metrics)
+    finished = finished_state(resume)
+    if finished is not None:
+        # The same work already ran to the end: load its final weights instead of training again
+        # (transformers would otherwise take one more step past max_steps when resuming at the end).
+        trainer._load_from_checkpoint(resume)
+        metrics: dict[str, Any] = {"already_trained": True, "global_step": finished["global_step"]}
+        if ctx.world.is_main:
+            log(f"already trained to step {finished['global_step']}: reusing those weights "
+                "(`cloudft submit --rerun` retrains)")
+    else:
+        result = trainer.train(resume_from_checkpoint=resume)
+        metrics = dict(result.metrics)
     if ctx.policy.interrupted:
         return metrics
     if trainer.eval_dataset is not None:
