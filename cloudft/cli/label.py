@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -216,7 +217,13 @@ def report_cmd(db: str, min_votes: int, min_agreement: float, out_dir: Optional[
     if as_json:
         print_json(rep)
     else:
-        click.echo(render_report(rep))
+        text = render_report(rep)
+        if sys.stdout.isatty():  # a terminal gets the Markdown rendered; pipes get it as written to the file
+            from rich.markdown import Markdown
+
+            console().print(Markdown(text))
+        else:
+            click.echo(text)
         click.echo(f"written to {path}", err=True)
 
 
