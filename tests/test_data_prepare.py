@@ -60,8 +60,9 @@ def test_leakage_between_files_reported_with_examples(tmp_path):
 
 
 def test_pii_warnings(tmp_path):
+    fake_key = "AKIA" + "ABCDEFGHIJKLMNOP"  # built at run time so no credential-shaped string is committed
     recs = sft_records(3) + [{"prompt": "mail bob@example.com", "completion": " call 555-123-4567"},
-                             {"prompt": "key AKIAABCDEFGHIJKLMNOP", "completion": " ok"}]
+                             {"prompt": f"key {fake_key}", "completion": " ok"}]
     path = write_jsonl(tmp_path / "p.jsonl", recs)
     s = validate_files([(path, "train")], Options(pii=True), None)
     pii = {p.line: p.message for p in s.problems if p.reason == "pii"}
