@@ -97,20 +97,15 @@ def _exists(ops: Any, name: str, version: str) -> bool:
 def ensure_assets(ml: Any, b: Build) -> dict[str, list[str]]:
     """Create data asset / environment versions only when that version is new (versions are immutable)."""
     done: dict[str, list[str]] = {"created": [], "reused": []}
-    for d in b.data:
-        key = f"{d.name}:{d.version}"
-        if _exists(ml.data, d.name, d.version):
+    assets = [(ml.data, d) for d in b.data]
+    if b.environment is not None:
+        assets.append((ml.environments, b.environment))
+    for operations, asset in assets:
+        key = f"{asset.name}:{asset.version}"
+        if _exists(operations, asset.name, asset.version):
             done["reused"].append(key)
         else:
-            ml.data.create_or_update(d)
-            done["created"].append(key)
-    env = b.environment
-    if env is not None:
-        key = f"{env.name}:{env.version}"
-        if _exists(ml.environments, env.name, env.version):
-            done["reused"].append(key)
-        else:
-            ml.environments.create_or_update(env)
+            operations.create_or_update(asset)
             done["created"].append(key)
     return done
 
