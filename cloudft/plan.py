@@ -105,80 +105,22 @@ def _stage_data(spec: JobSpec, stage: StageSpec) -> DataConfig:
     return stage.data or spec.data
 
 
-# Modules that add sections to a plan (`fn(plan) -> None`, e.g. memory/instance/cost) and checks that
-# must pass before a submit (`fn(plan, force=bool) -> None`, raising CloudftError; `force` is `submit --force`). Listed as "module:function" and
-# imported when used; a module that is not part of this install is skipped.
-ANNOTATORS: tuple[str, ...] = ("cloudft.planner:annotate_plan",)
-PRE_SUBMIT_CHECKS: tuple[str, ...] = ("cloudft.data.check:check_plan", "cloudft.planner:check_budget")
-
-
-def _hooks(targets: tuple[str, ...]) -> list[Callable[["Plan"], None]]:
-    import importlib
-
-    found = []
-    for target in targets:
-        module, attr = target.split(":")
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and module.startswith(exc.name):
-                continue
-            raise
-        hook = getattr(mod, attr, None)
-        if hook is not None:
-            found.append(hook)
-    return found
-
-
 def check_before_submit(plan: "Plan", force: bool = False) -> None:
-    """Run every pre-submit check (data validation, budget guard) before anything is started."""
-    for check in _hooks(PRE_SUBMIT_CHECKS):
-        check(plan, force=force)
+    """Every pre-submit check, before anything is started: the data (errors refused unless `force`, which
+    trains on the clean records) and the budget guard (over-budget refused unless `force`)."""
+    from .data.check import check_plan
+    from .planner import check_budget
+
+    check_plan(plan, force=force)
+    check_budget(plan, force=force)
 
 
-DATA_RESOLVER = "cloudft.data.resolve:resolve_stage_data"
-
-
-def default_resolve_stage_data(spec: JobSpec, index: int, data: DataConfig) -> dict[str, Any]:
-    """Fallback data resolution: local paths made absolute, version = SHA-256 of the file bytes.
-
-    The data package (`DATA_RESOLVER`) replaces this with validation, canonical JSONL and
-    content-addressed versions. Both return the same shape:
-    {"train": path_or_uri, "validation": path_or_uri|None, "format": str, "versions": {split: sha256}}.
-    """
-    from pathlib import Path
-
-    out: dict[str, Any] = {"train": None, "validation": None, "format": str(data.format), "versions": {}}
-    for split in ("train", "validation"):
-        value = getattr(data, split)
-        if not value:
-            continue
-        if "://" in value:
-            out[split] = value
-            continue
-        p = Path(value).expanduser()
-        p = p if p.is_absolute() else (spec.base_dir / p)
-        out[split] = str(p.resolve())
-        if p.is_file():
-            h = hashlib.sha256()
-            with open(p, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            out["versions"][split] = h.hexdigest()
-    return out
-
-
-def resolve_stage_data(spec: JobSpec, index: int, data: DataConfig) -> dict[str, Any]:
-    hooks = _hooks((DATA_RESOLVER,))
-    return hooks[0](spec, index, data) if hooks else default_resolve_stage_data(spec, index, data)
-
-
-def _distributed(spec: JobSpec, locations: dict[str, Any]) -> DistributedConfig:
-    """World layout from `compute`; the provider's locate may say who starts the processes."""
+def _distributed(spec: JobSpec) -> DistributedConfig:
+    """World layout from `compute` (cloud providers refine it for the instance they launch)."""
     nproc = spec.compute.gpus_per_node or 1
     nnodes = spec.compute.instance_count
-    default = "torchrun" if nproc * nnodes > 1 else "none"
-    return DistributedConfig(nnodes=nnodes, nproc_per_node=nproc, launcher=locations.get("launcher", default))
+    return DistributedConfig(nnodes=nnodes, nproc_per_node=nproc,
+                             launcher="torchrun" if nproc * nnodes > 1 else "none")
 
 
 def resolve_base_model(spec: JobSpec) -> str:
@@ -197,11 +139,14 @@ def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None,
                locate: Optional[Callable[..., dict[str, str]]] = None) -> Plan:
     """Resolve `spec` into a Plan for `provider`.
 
-    Data is resolved first (validated, canonical, versioned: `resolve_stage_data`), then
+    Data is resolved first (validated, canonical, versioned: `cloudft.data.resolve.resolve_stage_data`), then
     `locate(spec, run_id, index, stage, data)` — the provider's — returns the stage's locations
     (`output_dir`, `checkpoint_dir`, `data_dir`, `init_adapter`, `reward_model`, and `train` /
     `validation` as the container will see them). Keys named like run-config fields go into it.
     """
+    from .data.resolve import resolve_stage_data
+    from .planner import annotate_plan
+
     run_id = run_id or new_run_id(spec)
     stages = spec.stage_list()
     plans: list[StagePlan] = []
@@ -235,13 +180,12 @@ def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None,
             eval=spec.eval,
             export=spec.export,
             outputs=outputs,
-            distributed=_distributed(spec, locations),
+            distributed=_distributed(spec),
             reward_model=locations.get("reward_model"),
             dataset_versions=dict(rdata.get("versions") or {}),
             env_secrets=sorted(spec.secrets),
         )
         plans.append(StagePlan(index=i, method=str(stage.method), run_config=rc, locations=locations))
     plan = Plan(spec=spec, provider=provider, run_id=run_id, stages=plans, data=resolved, warnings=warnings)
-    for annotate in _hooks(ANNOTATORS):
-        annotate(plan)
+    annotate_plan(plan)  # memory, instance, cost
     return plan

@@ -154,6 +154,12 @@ class JobSpec(StrictModel):
         reward_from = rewards[-1] if here == "rl" and rewards else None
         return init_from, reward_from
 
+    def problem(self, loc: tuple, message: str, fix: Optional[str] = None) -> Problem:
+        """A Problem located at `loc` in the spec file (for checks made after loading, e.g. by a provider)."""
+        if self._source is not None:
+            return self._source.problem(loc, message, fix)
+        return Problem("<spec>", None, None, ".".join(str(p) for p in loc), message, fix)
+
     def provider_section(self, provider: str, model: Type[M]) -> M:
         """Validate the `aws:`/`azure:` section with the provider's model, errors located in the YAML."""
         raw = getattr(self, provider) or {}

@@ -73,10 +73,9 @@ class CheckpointPolicyCallback(TrainerCallback):
         self.minutes = minutes
         self.last_save = time.monotonic()
         self.interrupted = False
-        self._previous = None
 
     def install(self) -> None:
-        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, signum, frame) -> None:
         if not self.interrupted:

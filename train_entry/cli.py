@@ -120,11 +120,9 @@ def train(argv: list[str]) -> int:
 
 def _after_training(ctx, metrics: dict) -> None:
     """Evaluation, report and exports (main process), then metrics.json."""
-    try:
-        from .evaluate import evaluate_and_report
-    except ImportError:
-        evaluate_and_report = None
-    if evaluate_and_report is not None and ctx.cfg.eval.enabled:
+    from .evaluate import evaluate_and_report
+
+    if ctx.cfg.eval.enabled:
         metrics.update(evaluate_and_report(ctx, metrics))
     out = ctx.layout.output_dir / "metrics.json"
     tmp = out.with_suffix(".json.tmp")

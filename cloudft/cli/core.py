@@ -24,8 +24,7 @@ def _load(spec_path: str, provider: Optional[str] = None, stack: Optional[str] =
     spec = load_spec(spec_path)
     prov = get_provider(provider) if provider else None
     if prov is not None:
-        if stack:
-            setattr(prov, "stack", stack)
+        prov.stack = stack
         prov.validate(spec)
     return spec, prov
 
@@ -173,7 +172,7 @@ def submit_cmd(spec_path: str, provider: str, stack: Optional[str], detach: bool
     from .follow import follow_run
 
     rec = follow_run(prov, rec)
-    _print_outcome(prov, rec)
+    _print_outcome(rec)
     if rec.status != "completed":
         raise SystemExit(1)
 
@@ -196,7 +195,7 @@ def headline(metrics: dict) -> list[str]:
             if isinstance(metrics.get(key), (int, float))]
 
 
-def _print_outcome(prov, rec) -> None:
+def _print_outcome(rec) -> None:
     out = console()
     colour = "green" if rec.status == "completed" else "red"
     out.print(f"[{colour}]{rec.status}[/] {rec.run_id}")

@@ -1,7 +1,7 @@
 """Know before you spend: peak memory, instance choice, time and cost, and the budget guard.
 
-`annotate_plan(plan)` is a plan annotator (cloudft.plan.ANNOTATORS): it adds `memory`, `instance` and `cost`
-to `plan.extras`. `check_budget(plan, force)` is a pre-submit check (cloudft.plan.PRE_SUBMIT_CHECKS).
+`annotate_plan(plan)` is called by cloudft.plan.build_plan: it adds `memory`, `instance` and `cost`
+to `plan.extras`. `check_budget(plan, force)` is a pre-submit check (cloudft.plan.check_before_submit).
 Imports stay light (json + dataclasses): `cloudft plan` must not import torch or a cloud SDK.
 """
 

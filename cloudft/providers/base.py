@@ -18,6 +18,8 @@ class Provider(ABC):
     """A place where train_entry runs. Each method takes/returns provider-neutral objects."""
 
     name: str = ""
+    #: `--stack NAME`: a Pulumi stack (or outputs JSON file) whose outputs fill the provider's section
+    stack: Optional[str] = None
     #: modules `submit` needs, each with the pip extra that installs it
     requires: tuple[tuple[str, str], ...] = ()
 
@@ -38,7 +40,7 @@ class Provider(ABC):
                data: dict[str, Any]) -> dict[str, str]:
         """Resolved locations for one stage: output, checkpoint and data as the trainer sees them.
 
-        `data` is the resolved data of the stage (plan.resolve_stage_data): local canonical paths and
+        `data` is the resolved data of the stage (cloudft.data.resolve.resolve_stage_data): local canonical paths and
         their content versions. See plan.build_plan for the keys that reach the run config.
         """
         return {}

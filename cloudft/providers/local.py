@@ -86,15 +86,12 @@ class LocalProvider(Provider):
     # -- lifecycle ---------------------------------------------------------------------------
     def validate(self, spec: "JobSpec") -> None:
         """Local runs take secrets from this machine's environment (`env:VAR` references)."""
-        from ..errors import Problem, SpecError
+        from ..errors import SpecError
 
         bad = [name for name, ref in spec.secrets.items() if not ref.startswith("env:")]
         if bad:
-            doc = spec._source
-            raise SpecError([doc.problem(("secrets", name), "local runs read secrets from the environment",
-                                         fix=f"use 'env:VAR' for {name} (cloud references are resolved by aws/azure)")
-                             if doc else Problem("<spec>", None, None, f"secrets.{name}",
-                                                 "local runs read secrets from the environment")
+            raise SpecError([spec.problem(("secrets", name), "local runs read secrets from the environment",
+                                          fix=f"use 'env:VAR' for {name} (cloud references are resolved by aws/azure)")
                              for name in bad])
 
     @staticmethod

@@ -23,7 +23,6 @@ class AwsProvider(Provider):
     requires = (("boto3", "aws"), ("sagemaker", "aws"))
 
     def __init__(self) -> None:
-        self.stack: Optional[str] = None
         self.section: Optional[AwsSection] = None
 
     # -- spec ---------------------------------------------------------------------------------

@@ -20,10 +20,8 @@ class AzureProvider(Provider):
 
     name = "azure"
     requires = (("azure.ai.ml", "azure"), ("azure.identity", "azure"))
-    extra = "azure"
 
     def __init__(self, credential: Any = None, transport: Any = None, poll_s: float = 15.0):
-        self.stack: Optional[str] = None
         self.credential = credential
         self.transport = transport
         self.poll_s = poll_s
