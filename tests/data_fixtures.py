@@ -8,9 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-HH_RLHF = SHARED_DATA / "hh-rlhf-harmless-base-test.jsonl.gz"
+from helpers import HH_RLHF, REPO  # noqa: F401  (one definition of each path)
 
 
 def write_jsonl(path: Path, records: Iterable[Any], gz: bool = False) -> Path:

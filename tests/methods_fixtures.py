@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from helpers import EXAMPLE_DATA, SHARED_DATA, read_jsonl, write_jsonl
+from helpers import EXAMPLE_DATA, HH_RLHF, read_jsonl, shared_file, write_jsonl
 
-HH_FILE = SHARED_DATA / "hh-rlhf-harmless-base-test.jsonl.gz"
+HH_FILE = HH_RLHF
 
 # small and fast: a few optimizer steps on sequences of at most 64 tokens
 FAST_TRAINING = {"max_steps": 3, "per_device_batch_size": 2, "max_length": 64, "learning_rate": 5e-3,
@@ -36,7 +36,7 @@ def hh_to_preference(record: dict[str, str]) -> dict[str, Any]:
 def hh_records(n: int, max_chars: int = 400) -> list[dict[str, Any]]:
     """The first `n` short HH-RLHF pairs (single assistant reply after a user turn) in conversational form."""
     out = []
-    with gzip.open(HH_FILE, "rt", encoding="utf-8") as fh:
+    with gzip.open(shared_file(HH_FILE), "rt", encoding="utf-8") as fh:
         for line in fh:
             rec = hh_to_preference(json.loads(line))
             ok = (rec["prompt"] and rec["prompt"][-1]["role"] == "user" and len(rec["chosen"]) == 1

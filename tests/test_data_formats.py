@@ -10,6 +10,7 @@ from cloudft.data.pipeline import Options
 from cloudft.data.store import prepare_files, validate_files
 from cloudft.errors import CloudftError
 from data_fixtures import (HH_RLHF, sft_records, write_csv, write_json_array, write_jsonl, write_parquet)
+from helpers import shared_file
 
 SHAPES = {
     "prompt_completion": ({"prompt": "Say hi", "completion": " hi"}, "sft",
@@ -121,7 +122,7 @@ def test_method_decides_expected_kind(tmp_path):
 
 
 def test_real_hh_rlhf_file_splits_into_prompt_and_completions(tmp_path):
-    s, manifest = prepare_files([(HH_RLHF, "train")], Options(method="dpo"), tmp_path / "hh")
+    s, manifest = prepare_files([(shared_file(HH_RLHF), "train")], Options(method="dpo"), tmp_path / "hh")
     assert s.format == "preference" and s.records_in == 2312
     assert s.records_in == s.records_out + s.quarantined and s.records_out > 2200
     first = json.loads((tmp_path / "hh" / "train.jsonl").open().readline())
