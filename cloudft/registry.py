@@ -28,14 +28,18 @@ CREATE TABLE IF NOT EXISTS runs (
     pid         INTEGER,
     exit_code   INTEGER,
     external_id TEXT,
-    meta        TEXT NOT NULL DEFAULT '{}'
+    meta        TEXT NOT NULL DEFAULT '{}',
+    handle      TEXT NOT NULL DEFAULT '{}'
 )
 """
+_COLUMNS_ADDED = {"handle": "ALTER TABLE runs ADD COLUMN handle TEXT NOT NULL DEFAULT '{}'"}
+_JSON = ("meta", "handle")
 
 
 @dataclass
 class RunRecord:
-    """One row of the registry."""
+    """One row of the registry. `handle` is the provider's typed run handle as JSON (read it with
+    `Provider.handle(record)`); `meta` holds live status details (current stage, failure reason, ...)."""
 
     run_id: str
     name: str
@@ -49,6 +53,7 @@ class RunRecord:
     exit_code: Optional[int] = None
     external_id: Optional[str] = None
     meta: dict[str, Any] = field(default_factory=dict)
+    handle: dict[str, Any] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -62,6 +67,10 @@ class Registry:
         self.path = Path(path) if path else registry_path()
         with self._conn() as c:
             c.execute(_SCHEMA)
+            have = {r["name"] for r in c.execute("PRAGMA table_info(runs)")}
+            for column, ddl in _COLUMNS_ADDED.items():
+                if column not in have:  # a registry written by an earlier cloudft
+                    c.execute(ddl)
 
     @contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
@@ -76,7 +85,8 @@ class Registry:
 
     def add(self, rec: RunRecord) -> RunRecord:
         row = asdict(rec)
-        row["meta"] = json.dumps(rec.meta)
+        for key in _JSON:
+            row[key] = json.dumps(row[key], default=str)
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         with self._conn() as c:
@@ -129,5 +139,6 @@ class Registry:
 
 def _record(row: sqlite3.Row) -> RunRecord:
     d = dict(row)
-    d["meta"] = json.loads(d["meta"] or "{}")
+    for key in _JSON:
+        d[key] = json.loads(d.get(key) or "{}")
     return RunRecord(**d)

@@ -63,6 +63,10 @@ class StageSpec(StrictModel):
     data: Optional[DataConfig] = None
     training: Optional[dict[str, Any]] = Field(None, description="Overrides of the top-level training section.")
 
+    def training_overrides(self) -> dict[str, Any]:
+        """The training fields this stage sets (on top of the top-level `training:` section)."""
+        return dict(self.training or {})
+
     @field_validator("training")
     @classmethod
     def _training_keys(cls, v: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
@@ -138,21 +142,6 @@ class JobSpec(StrictModel):
         if not self.stages:
             return [StageSpec(method=self.method)]
         return [StageSpec(method=s) if isinstance(s, str) else s for s in self.stages]
-
-    def stage_links(self, index: int) -> tuple[Optional[int], Optional[int]]:
-        """Which earlier stages feed stage `index`: (stage whose adapter it starts from, reward-model stage).
-
-        A stage starts from the latest earlier stage that trains the policy (not a reward model);
-        a reward stage starts from the base model; an rl stage also scores with the latest reward stage.
-        """
-        methods = [s.method for s in self.stage_list()]
-        here = methods[index]
-        earlier = list(range(index))
-        policy = [i for i in earlier if methods[i] != "reward"]
-        init_from = policy[-1] if policy and here != "reward" else None
-        rewards = [i for i in earlier if methods[i] == "reward"]
-        reward_from = rewards[-1] if here == "rl" and rewards else None
-        return init_from, reward_from
 
     def problem(self, loc: tuple, message: str, fix: Optional[str] = None) -> Problem:
         """A Problem located at `loc` in the spec file (for checks made after loading, e.g. by a provider)."""

@@ -157,7 +157,7 @@ aws:
     return path
 
 
-def plan_for(spec_path: Path, stack: Optional[str] = None):
+def plan_for(spec_path: Path, stack: Optional[str] = None, rerun: bool = False):
     """Load, validate and plan a spec for the aws provider, as `cloudft submit` does."""
     from cloudft.plan import build_plan
     from cloudft.providers import get_provider
@@ -167,4 +167,5 @@ def plan_for(spec_path: Path, stack: Optional[str] = None):
     prov = get_provider("aws")
     prov.stack = stack
     prov.validate(spec)
-    return prov, build_plan(spec, "aws", locate=prov.locate)
+    prov.check_submit(spec)
+    return prov, build_plan(spec, "aws", locate=prov.locate, rerun=rerun)

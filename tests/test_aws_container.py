@@ -16,8 +16,6 @@ from aws_fixtures import BUCKET, EXAMPLES, plan_for
 def _opt_ml(root: Path, plan) -> Path:
     """/opt/ml as SageMaker lays it out: config JSONs, one folder per channel, model and checkpoint dirs."""
     from cloudft.providers.aws.staging import stage_source_dir
-    from cloudft.providers.aws.compute import ComputeChoice
-    from cloudft.providers.aws.submit import container_run_config
 
     stage = plan.stages[0]
     config = root / "input" / "config"
@@ -27,15 +25,15 @@ def _opt_ml(root: Path, plan) -> Path:
                                                              "code": {"TrainingInputMode": "File"}}))
     (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
     (config / "checkpointconfig.json").write_text(json.dumps({"LocalPath": str(root / "checkpoints"),
-                                                              "S3Uri": stage.locations["checkpoint_uri"]}))
+                                                              "S3Uri": stage.locations.checkpoint_uri}))
     train_channel = root / "input" / "data" / "train"
     train_channel.mkdir(parents=True)
-    local = Path(plan.data["stage0"]["train"])
+    local = Path(plan.data[0].train)
     shutil.copy(local, train_channel / Path(stage.run_config.data.train).name)
     (root / "model").mkdir()
     (root / "checkpoints").mkdir()
-    run_config = container_run_config(stage, ComputeChoice("ml.m5.xlarge", 1, 0))
-    return stage_source_dir(root / "input" / "data" / "code", run_config, with_requirements=True)
+    assert stage.run_config.distributed.launcher == "none"  # one process on the planned instance
+    return stage_source_dir(root / "input" / "data" / "code", stage.run_config, with_requirements=True)
 
 
 def test_staged_code_channel_trains_the_tiny_model_in_an_opt_ml_layout(tmp_path, tiny_model, monkeypatch):

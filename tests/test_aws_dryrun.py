@@ -118,12 +118,15 @@ def test_validate_reports_missing_bucket_and_bad_keys(tmp_path):
         prov.validate(spec)
     assert "s.yaml:6:3" in err.value.render() and "did you mean 'bucket'" in err.value.render()
     spec = load_spec_text("name: x\nbase_model: m\ndata: {train: a.jsonl}\naws: {region: us-east-1}\n")
+    prov.validate(spec)  # planning needs no bucket or role ...
     with pytest.raises(CloudftError, match="aws.bucket is not set"):
-        prov.validate(spec)
+        prov.check_submit(spec)  # ... submitting does
     spec = load_spec_text("name: x\nbase_model: m\ndata: {train: a.jsonl}\nsecrets: {HF_TOKEN: 'env:HF'}\n"
-                          "aws: {region: us-east-1, bucket: b, role_arn: 'arn:aws:iam::1:role/r'}\n")
-    with pytest.raises(CloudftError, match="cannot be passed to a SageMaker job"):
+                          "aws: {region: us-east-1, bucket: b, role_arn: 'arn:aws:iam::1:role/r'}\n", path="s.yaml")
+    with pytest.raises(SpecError) as err:
         prov.validate(spec)
+    assert "s.yaml:4:11" in err.value.render() and "an env: value would be written into the job request" in \
+        err.value.render()
 
 
 def test_stack_outputs_fill_missing_keys(monkeypatch):

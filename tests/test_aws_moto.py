@@ -125,10 +125,12 @@ def test_resubmitting_the_same_spec_does_not_start_a_second_job(aws_env):
     assert second.run_id == first.run_id and second.external_id == first.external_id
     assert _jobs(aws_env["boto"], "cft-twice-") == [first.external_id]
     assert len(Registry().list(provider="aws")) == 1
-    # an explicit rerun gets the next counter
-    prov3, plan3 = plan_for(spec)
-    third = prov3.submit(plan3, rerun=True)
-    assert third.external_id == first.external_id[:-1] + "2"
+    # an explicit rerun is new work: a new job name series and a fresh checkpoint prefix
+    prov3, plan3 = plan_for(spec, rerun=True)
+    third = prov3.submit(plan3)
+    assert third.external_id != first.external_id and third.external_id.startswith("cft-twice-")
+    assert plan3.stages[0].locations.checkpoint_uri != plan.stages[0].locations.checkpoint_uri
+    assert plan3.stages[0].run_config.outputs.checkpoint_dir is None  # SageMaker syncs /opt/ml/checkpoints
 
 
 def test_throttling_and_lost_responses_leave_exactly_one_job(aws_env):
@@ -149,7 +151,7 @@ def test_create_answered_resource_in_use_adopts_the_job(aws_env):
     spec = write_spec(aws_env["tmp"], aws_env["role_arn"], name="inuse")
     prov, plan = plan_for(spec)
     rec = prov.submit(plan)
-    assert rec.meta["adopted"] is True
+    assert prov.handle(rec).adopted is True
     assert _jobs(aws_env["boto"], "cft-inuse-") == [rec.external_id]
 
 
@@ -190,8 +192,9 @@ def test_two_stages_run_as_one_pipeline_execution(aws_env):
     prov, plan = plan_for(spec)
     rec = prov.submit(plan)
     sm = aws_env["boto"].client("sagemaker")
-    assert rec.meta["kind"] == "pipeline" and ":pipeline/cft-chain-" in rec.external_id
-    definition = json.loads(sm.describe_pipeline(PipelineName=rec.meta["pipeline"])["PipelineDefinition"])
+    handle = prov.handle(rec)
+    assert handle.kind == "pipeline" and ":pipeline/cft-chain-" in rec.external_id
+    definition = json.loads(sm.describe_pipeline(PipelineName=handle.pipeline)["PipelineDefinition"])
     dpo = definition["Steps"][1]["Arguments"]
     init = next(c for c in dpo["InputDataConfig"] if c["ChannelName"] == "init_adapter")
     assert init["DataSource"]["S3DataSource"]["S3Uri"] == {"Get": "Steps.stage0-sft.ModelArtifacts.S3ModelArtifacts"}
@@ -200,5 +203,5 @@ def test_two_stages_run_as_one_pipeline_execution(aws_env):
     prov2, plan2 = plan_for(spec)
     again = prov2.submit(plan2)
     assert again.external_id == rec.external_id
-    executions = sm.list_pipeline_executions(PipelineName=rec.meta["pipeline"])["PipelineExecutionSummaries"]
+    executions = sm.list_pipeline_executions(PipelineName=handle.pipeline)["PipelineExecutionSummaries"]
     assert len(executions) == 1

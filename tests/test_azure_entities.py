@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from azure.ai.ml import load_data, load_environment, load_job, load_online_deplo
 from cloudft.errors import CloudftError, SpecError
 from cloudft.plan import build_plan
 from cloudft.providers.azure import AzureProvider
+from cloudft.providers.azure.handle import AzureHandle
 from cloudft.providers.azure.deploy import serve_entities, write_serving_yaml
 from cloudft.providers.azure.entities import training_environment
 from cloudft.providers.azure.section import AzureSection
@@ -117,20 +120,20 @@ def test_azure_section_errors_are_located():
 
 def test_env_secret_refs_and_serverless_without_sku_are_refused():
     text = LORA.read_text().replace("keyvault:hf-token", "env:HF_TOKEN")
-    with pytest.raises(CloudftError, match="not available on Azure"):
+    with pytest.raises(CloudftError, match="is not resolved by the azure provider"):
         AzureProvider().validate(load_spec_text(text, str(LORA)))
     text = LORA.read_text().replace("  instance_type: Standard_NC24ads_A100_v4   # 1x A100 80 GB\n", "")
     prov = AzureProvider()
     spec = load_spec_text(text, str(LORA))
     prov.validate(spec)
     plan = build_plan(spec, "azure", locate=prov.locate)
-    picked = plan.extras.pop("instance", None)  # the planner's pick, when the planner is installed
+    picked = plan.estimate.instance  # the planner's pick: serverless uses it
+    out = prov.submit(plan, dry_run=True, out_dir=None)
+    assert picked.type and out[-1]["instance_type"] == picked.type
+    unplanned = dataclasses.replace(plan, estimate=dataclasses.replace(
+        plan.estimate, instance=dataclasses.replace(picked, type=None)))
     with pytest.raises(CloudftError, match="serverless compute needs an instance type"):
-        prov.submit(plan, dry_run=True, out_dir=None)
-    if picked and picked.get("type"):  # with a planner pick, serverless uses it
-        plan.extras["instance"] = picked
-        out = prov.submit(plan, dry_run=True, out_dir=None)
-        assert out[-1]["instance_type"] == picked["type"]
+        prov.submit(unplanned, dry_run=True, out_dir=None)
 
 
 def test_cluster_compute_uses_cluster_and_leaves_tier_to_it(tmp_path):
@@ -145,9 +148,11 @@ def test_cluster_compute_uses_cluster_and_leaves_tier_to_it(tmp_path):
 
 
 def test_endpoint_and_deployment_validate_and_round_trip(tmp_path):
+    handle = AzureHandle(stages=("0-sft",), job_type="command", azure={},
+                         outputs={"0-sft": "azureml://datastores/workspaceblobstore/paths/cloudft/r/0-sft/adapter/"},
+                         base_model="Qwen/Qwen2.5-0.5B-Instruct", instance_type="Standard_NC24ads_A100_v4")
     run = RunRecord(run_id="azure-lora-1", name="azure-lora", provider="azure", status="completed",
-                    meta={"outputs": {"0-sft": "azureml://datastores/workspaceblobstore/paths/cloudft/r/0-sft/adapter/"},
-                          "base_model": "Qwen/Qwen2.5-0.5B-Instruct", "instance_type": "Standard_NC24ads_A100_v4"})
+                    handle=handle.model_dump(mode="json"))
     endpoint, deployment = serve_entities(run, AzureSection(), "azure-lora-abc123", None)
     write_serving_yaml(endpoint, deployment, tmp_path)
     ep = load_online_endpoint(tmp_path / "endpoint.yml")
@@ -176,6 +181,5 @@ def test_s3_data_is_refused_with_a_clear_error():
     assert "s3://bucket" in text
     spec = load_spec_text(text, str(LORA))
     prov = AzureProvider()
-    prov.validate(spec)
-    with pytest.raises(CloudftError, match="s3://"):
-        build_plan(spec, "azure", locate=prov.locate)
+    with pytest.raises(CloudftError, match="data.train is s3:"):
+        prov.validate(spec)

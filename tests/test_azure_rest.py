@@ -11,6 +11,7 @@ from azure_fixtures import API, ArmStore, FakeCredential, RecordingTransport, ro
 
 from cloudft.plan import build_plan
 from cloudft.providers.azure import AzureProvider
+from cloudft.providers.azure.handle import AzureHandle
 from cloudft.registry import Registry
 from cloudft.spec import load_spec
 
@@ -61,7 +62,7 @@ def test_submit_command_job_payload_and_registry(env):
     assert data_put[0].body["properties"]["dataUri"].startswith("azureml://datastores/workspaceblobstore/paths/")
     saved = Registry().get(rec.run_id)
     assert saved.provider == "azure" and saved.external_id == rec.external_id and saved.status == "queued"
-    assert saved.meta["job_type"] == "command"
+    assert AzureHandle.model_validate(saved.handle).job_type == "command"
 
 
 def test_second_submit_of_same_dataset_version_creates_no_new_asset(env):
@@ -73,7 +74,7 @@ def test_second_submit_of_same_dataset_version_creates_no_new_asset(env):
     assert second.external_id != first.external_id
     assert len(transport.find("PUT", r"/data/")) == n_data  # same content → same version → reused
     assert len(transport.find("PUT", r"/environments/")) == n_env
-    assert Registry().get(second.run_id).meta["assets"]["created"] == []
+    assert AzureHandle.model_validate(Registry().get(second.run_id).handle).assets["created"] == []
 
 
 def test_submit_pipeline_payload(env):
@@ -88,7 +89,7 @@ def test_submit_pipeline_payload(env):
         assert step["queue_settings"]["job_tier"] == "Spot"
         assert step["resources"]["instance_count"] == 2
         assert step["distribution"]["process_count_per_instance"] == 2
-    assert Registry().get(rec.run_id).meta["job_type"] == "pipeline"
+    assert AzureHandle.model_validate(Registry().get(rec.run_id).handle).job_type == "pipeline"
 
 
 def test_status_logs_stop(env):

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from cloudft.cli.data import data_group
-from cloudft.data.check import check_plan
+from cloudft.plan import check_before_submit
 from cloudft.errors import CloudftError
 from cloudft.plan import build_plan
 from cloudft.providers.local import LocalProvider
@@ -33,29 +33,29 @@ def test_plan_resolves_to_canonical_versioned_data(tmp_path, home):
     write_jsonl(tmp_path / "d" / "train.jsonl", sft_records(200))
     spec = write_spec(tmp_path, "d/train.jsonl", extra="  validation_split: 0.2\n")
     plan = _plan(spec)
-    d = plan.data["stage0"]
-    assert d["dataset_dir"].startswith(str(home / "datasets"))
-    assert d["format"] == "prompt_completion" and set(d["versions"]) == {"train", "validation"}
-    assert d["records"]["train"] + d["records"]["validation"] == 200 and d["quarantined"] == 0
+    d = plan.data[0]
+    assert d.dataset_dir.startswith(str(home / "datasets"))
+    assert d.format == "prompt_completion" and set(d.versions) == {"train", "validation"}
+    assert d.records["train"] + d.records["validation"] == 200 and d.quarantined == 0
     rc = plan.stages[0].run_config
-    assert rc.data.train == d["train"] and rc.data.validation == d["validation"]
-    assert rc.dataset_versions == d["versions"]
-    manifest = json.loads((home / "datasets" / d["dataset_version"] / "manifest.json").read_text())
+    assert rc.data.train == d.train and rc.data.validation == d.validation
+    assert rc.dataset_versions == d.versions
+    manifest = json.loads((home / "datasets" / d.dataset_version / "manifest.json").read_text())
     assert manifest["sources"][0]["path"] == str(tmp_path / "d" / "train.jsonl")
-    assert d["tokenizer"].startswith("skipped: base_model 'some-org/some-model'")
+    assert d.tokenizer.startswith("skipped: base_model 'some-org/some-model'")
 
 
 def test_fast_path_by_stat_then_content_hash(tmp_path):
     data = write_jsonl(tmp_path / "train.jsonl", sft_records(60))
     spec = write_spec(tmp_path, "train.jsonl")
-    first = _plan(spec).data["stage0"]
-    again = _plan(spec).data["stage0"]
-    assert (first["cached"], again["cached"]) == (False, True) and again["versions"] == first["versions"]
+    first = _plan(spec).data[0]
+    again = _plan(spec).data[0]
+    assert (first.cached, again.cached) == (False, True) and again.versions == first.versions
     os.utime(data, ns=(1, 1))  # touched, same bytes: the content hash still hits
-    assert _plan(spec).data["stage0"]["cached"] is True
+    assert _plan(spec).data[0].cached is True
     write_jsonl(data, sft_records(61))
-    changed = _plan(spec).data["stage0"]
-    assert changed["cached"] is False and changed["versions"]["train"] != first["versions"]["train"]
+    changed = _plan(spec).data[0]
+    assert changed.cached is False and changed.versions["train"] != first.versions["train"]
 
 
 def test_submit_check_refuses_errors_and_force_trains_on_clean_records(tmp_path):
@@ -63,22 +63,23 @@ def test_submit_check_refuses_errors_and_force_trains_on_clean_records(tmp_path)
     spec = write_spec(tmp_path, str(corpus["mixed"]["path"]))
     plan = _plan(spec)
     with pytest.raises(CloudftError) as err:
-        check_plan(plan)
+        check_before_submit(plan)
     msg = err.value.message
     assert "8 records" in msg and "invalid_json: 1" in msg and "control_chars: 2" in msg
-    assert plan.data["stage0"]["quarantine"] in msg and "--force" in err.value.hint
-    check_plan(plan, force=True)
-    assert any("--force: training on 3 clean records" in w for w in plan.warnings)
+    assert plan.data[0].quarantine in msg and "--force" in err.value.hint
+    notes = check_before_submit(plan, force=True)
+    assert any("--force: training on 3 clean records" in w for w in notes)
     assert any("prompting" in w for w in plan.warnings)  # < 50 examples: the advice is a plan warning
+    assert len(plan.to_dict()["warnings"]) == len(set(plan.to_dict()["warnings"]))  # each warning once
     empty = write_spec(tmp_path, str(corpus["empty"]["path"]))
     with pytest.raises(CloudftError, match="no usable training records"):
-        check_plan(_plan(empty), force=True)
+        check_before_submit(_plan(empty), force=True)
 
 
 def test_cloud_uri_passes_through(tmp_path):
     spec = write_spec(tmp_path, "s3://bucket/train.jsonl")
-    d = build_plan(load_spec(spec), "aws").data["stage0"]
-    assert d["train"] == "s3://bucket/train.jsonl" and d["versions"] == {}
+    d = build_plan(load_spec(spec), "aws").data[0]
+    assert d.train == "s3://bucket/train.jsonl" and d.versions == {} and not d.local
 
 
 def test_submit_refuses_before_any_provider_call(tmp_path):

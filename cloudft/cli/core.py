@@ -9,6 +9,8 @@ from typing import Optional
 
 import click
 
+from rich.markup import escape
+
 from ..errors import CloudftError
 from .output import console, print_json
 
@@ -29,10 +31,10 @@ def _load(spec_path: str, provider: Optional[str] = None, stack: Optional[str] =
     return spec, prov
 
 
-def _plan(spec, prov):
+def _plan(spec, prov, rerun: bool = False):
     from ..plan import build_plan
 
-    return build_plan(spec, prov.name, locate=prov.locate)
+    return build_plan(spec, prov.name, locate=prov.locate, rerun=rerun)
 
 
 @click.command("init")
@@ -117,15 +119,16 @@ def plan_cmd(specs: tuple[str, ...], provider: str, stack: Optional[str], as_jso
     plans = []
     for path in specs:
         spec, prov = _load(path, provider, stack)
-        plans.append(_plan(spec, prov))
+        plan = _plan(spec, prov)
+        plans.append((plan, prov.preflight(plan)))
     if as_json:
-        dicts = [p.to_dict() for p in plans]
+        dicts = [{**p.to_dict(), "preflight": [f.to_dict() for f in found]} for p, found in plans]
         print_json(dicts[0] if len(dicts) == 1 else dicts)
         return
     from .output import render_plan
 
-    for p in plans:
-        render_plan(p)
+    for p, found in plans:
+        render_plan(p, found)
 
 
 @click.command("submit")
@@ -149,8 +152,13 @@ def submit_cmd(spec_path: str, provider: str, stack: Optional[str], detach: bool
 
     spec, prov = _load(spec_path, provider, stack)
     prov.check_installed()
-    plan = _plan(spec, prov)
-    check_before_submit(plan, force=force)
+    prov.check_submit(spec)
+    plan = _plan(spec, prov, rerun=rerun)
+    from ..preflight import enforce
+
+    notes = enforce(plan, prov.preflight(plan), force=force) + check_before_submit(plan, force=force)
+    for note in notes:
+        console().print(f"[yellow]warning:[/] {escape(note)}")
     if dry_run:
         result = prov.submit(plan, dry_run=True, out_dir=out_dir)
         if as_json:
@@ -160,7 +168,7 @@ def submit_cmd(spec_path: str, provider: str, stack: Optional[str], detach: bool
 
             render_dry_run(prov.name, result)
         return
-    rec = prov.submit(plan, rerun=rerun) if rerun else prov.submit(plan)
+    rec = prov.submit(plan)
     if as_json and detach:
         print_json({"run_id": rec.run_id, "provider": rec.provider, "status": rec.status,
                     "external_id": rec.external_id, "run_dir": rec.run_dir})
@@ -176,6 +184,9 @@ def submit_cmd(spec_path: str, provider: str, stack: Optional[str], detach: bool
     if rec.status != "completed":
         raise SystemExit(1)
 
+
+#: how the end of a run names what a stage wrote (metrics.json "artifact", cloudft.stages.Artifact)
+ARTIFACT_LABEL = {"adapter": "adapter", "full_weights": "weights", "reward_model": "reward"}
 
 # metrics.json keys worth a line at the end of a run: (key, label)
 HEADLINES = (
@@ -201,16 +212,23 @@ def _print_outcome(rec) -> None:
     out.print(f"[{colour}]{rec.status}[/] {rec.run_id}")
     if rec.provider != "local":
         return
+    from ..providers import get_provider
+    from ..stages import stage_artifact
+
     run_dir = Path(rec.run_dir or ".")
-    for stage in rec.meta.get("stages", []):
+    handle = get_provider(rec.provider).handle(rec)
+    for stage in handle.stages:
         o = run_dir / stage / "output"
         if (o / "metrics.json").exists():
+            metrics = json.loads((o / "metrics.json").read_text())
+            what = metrics.get("artifact") or stage_artifact(stage.split("-", 1)[1], str(handle.peft.type)
+                                                             if handle.peft else "lora")
             out.print(f"  stage {stage}")
-            out.print(f"    adapter:  {o}")
+            out.print(f"    {ARTIFACT_LABEL.get(what, what) + ':':<9} {o}")
             out.print(f"    metrics:  {o / 'metrics.json'}")
             if (o / "report.md").exists():
                 out.print(f"    report:   {o / 'report.md'}")
-            for line in headline(json.loads((o / "metrics.json").read_text())):
+            for line in headline(metrics):
                 out.print(f"      {line}")
     out.print(f"  log:        {run_dir / 'log.txt'}")
     _resume_hint(rec)
@@ -241,6 +259,8 @@ def runs_cmd(provider: Optional[str], limit: int, as_json: bool) -> None:
     """List recent runs (newest first)."""
     from ..registry import Registry
 
+    from ..providers import get_provider
+
     recs = Registry().list(limit=limit, provider=provider)
     if as_json:
         print_json([r.__dict__ for r in recs])
@@ -256,7 +276,7 @@ def runs_cmd(provider: Optional[str], limit: int, as_json: bool) -> None:
     table.columns.insert(0, Column("run", no_wrap=True, min_width=max((len(r.run_id) for r in recs), default=3)))
     for r in recs:
         table.add_row(r.run_id, r.provider, r.status, time.strftime("%m-%d %H:%M", time.localtime(r.created)),
-                      " → ".join(r.meta.get("stages", [])))
+                      " → ".join(get_provider(r.provider).handle(r).stages))
     console().print(table)
 
 
@@ -275,11 +295,7 @@ def status_cmd(run_id: str, as_json: bool) -> None:
         out.print(f"  job:       {rec.external_id}")
     if rec.exit_code is not None:
         out.print(f"  exit code: {rec.exit_code}")
-    from rich.markup import escape
-
     for key, value in rec.meta.items():
-        if key in ("stages",):
-            continue
         if key in ("started", "finished") and isinstance(value, (int, float)):
             value = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
         elif isinstance(value, dict):

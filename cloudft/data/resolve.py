@@ -7,6 +7,7 @@ The fast path skips all work when the sources are unchanged: first by path+size+
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -20,6 +21,42 @@ if TYPE_CHECKING:
     from ..spec import JobSpec
 
 DEFAULT_NEAR_DUP = None  # near-duplicate removal is off unless the spec sets data.near_dup_threshold
+
+
+@dataclass(frozen=True)
+class ResolvedData:
+    """One stage's data as the plan uses it: where the canonical files are, what they hold, what was left out.
+
+    Cloud URIs pass through unresolved (`local` is False); for local files every count comes from the
+    validation that wrote the content-addressed version (`dataset_dir`)."""
+
+    train: Optional[str]
+    validation: Optional[str]
+    format: str
+    versions: dict[str, str] = field(default_factory=dict)
+    dataset_version: Optional[str] = None
+    dataset_dir: Optional[str] = None
+    records: dict[str, int] = field(default_factory=dict)
+    records_in: Optional[int] = None
+    quarantined: int = 0
+    problems: int = 0
+    errors: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    quarantine: Optional[str] = None
+    tokenizer: Optional[str] = None
+    warnings: tuple[str, ...] = ()
+    cached: bool = False
+    note: Optional[str] = None
+
+    @property
+    def local(self) -> bool:
+        """Validated and versioned here (not a cloud URI read where it runs)."""
+        return self.dataset_dir is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["warnings"] = list(self.warnings)
+        return {k: v for k, v in out.items() if v is not None}
 
 
 def _local(spec: "JobSpec", value: str, field: str) -> Path:
@@ -37,11 +74,7 @@ def stage_options(spec: "JobSpec", index: int, data: "DataConfig", method: Optio
     """Pipeline options for a stage: method, max_length, the spec's tokenizer, split and dedup settings."""
     stage = spec.stage_list()[index]
     method = method or str(stage.method)
-    training = spec.training
-    if stage.training and "max_length" in stage.training:
-        max_length = int(stage.training["max_length"])
-    else:
-        max_length = training.max_length
+    max_length = int(stage.training_overrides().get("max_length", spec.training.max_length))
     counter, note = TokenCounter.for_model(spec.base_model, spec.base_dir)
     holdout = {"validation": data.validation_split} if data.validation_split > 0 and not data.validation else {}
     return Options(format=str(data.format), columns=data.columns, method=method, max_length=max_length,
@@ -50,15 +83,11 @@ def stage_options(spec: "JobSpec", index: int, data: "DataConfig", method: Optio
                    pii=bool(getattr(data, "pii_check", False)), holdout=holdout)
 
 
-def resolve_stage_data(spec: "JobSpec", index: int, data: "DataConfig") -> dict[str, Any]:
-    """Validate + normalise the stage's local data into the store; returns where it is and what it holds.
-
-    Returns {"train", "validation", "format", "versions", "dataset_version", "dataset_dir", "records",
-    "quarantined", "problems", "errors", "counts", "quarantine", "tokenizer", "warnings", "cached"}.
-    """
+def resolve_stage_data(spec: "JobSpec", index: int, data: "DataConfig") -> ResolvedData:
+    """Validate + normalise the stage's local data into the store; returns where it is and what it holds."""
     if "://" in data.train:
-        return {"train": data.train, "validation": data.validation, "format": str(data.format), "versions": {},
-                "note": "cloud URI: passed to the provider unchanged (validated where it is read)"}
+        return ResolvedData(train=data.train, validation=data.validation, format=str(data.format),
+                            note="cloud URI: passed to the provider unchanged (validated where it is read)")
     from . import store
 
     sources = [(_local(spec, data.train, "train"), "train")]
@@ -79,7 +108,7 @@ def resolve_stage_data(spec: "JobSpec", index: int, data: "DataConfig") -> dict[
     return _result(manifest, data, cached)
 
 
-def _result(manifest: dict[str, Any], data: "DataConfig", cached: bool) -> dict[str, Any]:
+def _result(manifest: dict[str, Any], data: "DataConfig", cached: bool) -> ResolvedData:
     from .store import store_root
 
     root = store_root() / manifest["version"]
@@ -88,21 +117,21 @@ def _result(manifest: dict[str, Any], data: "DataConfig", cached: bool) -> dict[
     validation: Optional[str] = str(root / splits["validation"]["file"]) if "validation" in splits else None
     if validation is None and data.validation and "://" in data.validation:
         validation = data.validation
-    return {
-        "train": str(root / splits["train"]["file"]) if "train" in splits else None,
-        "validation": validation,
-        "format": manifest["format"],
-        "versions": {name: s["version"] for name, s in splits.items()},
-        "dataset_version": manifest["version"],
-        "dataset_dir": str(root),
-        "records": {name: s["records"] for name, s in splits.items()},
-        "records_in": val.get("records_in"),
-        "quarantined": val.get("quarantined", 0),
-        "problems": val.get("problems_total", 0),
-        "errors": val.get("errors", 0),
-        "counts": val.get("counts", {}),
-        "quarantine": val.get("quarantine"),
-        "tokenizer": val.get("tokenizer"),
-        "warnings": list(val.get("warnings", [])),
-        "cached": cached,
-    }
+    return ResolvedData(
+        train=str(root / splits["train"]["file"]) if "train" in splits else None,
+        validation=validation,
+        format=manifest["format"],
+        versions={name: s["version"] for name, s in splits.items()},
+        dataset_version=manifest["version"],
+        dataset_dir=str(root),
+        records={name: s["records"] for name, s in splits.items()},
+        records_in=val.get("records_in"),
+        quarantined=val.get("quarantined", 0),
+        problems=val.get("problems_total", 0),
+        errors=val.get("errors", 0),
+        counts=dict(val.get("counts", {})),
+        quarantine=val.get("quarantine"),
+        tokenizer=val.get("tokenizer"),
+        warnings=tuple(val.get("warnings", [])),
+        cached=cached,
+    )

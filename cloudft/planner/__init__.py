@@ -1,174 +1,209 @@
 """Know before you spend: peak memory, instance choice, time and cost, and the budget guard.
 
-`annotate_plan(plan)` is called by cloudft.plan.build_plan: it adds `memory`, `instance` and `cost`
-to `plan.extras`. `check_budget(plan, force)` is a pre-submit check (cloudft.plan.check_before_submit).
-Imports stay light (json + dataclasses): `cloudft plan` must not import torch or a cloud SDK.
+`estimate_plan(spec, provider, stages, data)` is a pure function of the spec, the stages' run configs and their
+resolved data: it returns an `Estimate` (cloudft.planner.result) that cloudft.plan.build_plan stores on the Plan.
+`check_budget(...)` is a pre-submit check. Imports stay light (json + dataclasses): `cloudft plan` must not import
+torch or a cloud SDK.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..errors import CloudftError
+from .result import CostEstimate, Estimate, InstanceChoice, MemoryEstimate
 
 if TYPE_CHECKING:
-    from ..plan import Plan
+    from train_entry.config import RunConfig
+
+    from ..data.resolve import ResolvedData
+    from ..spec import JobSpec
     from .arch import Arch
+    from .catalog import Instance
     from .estimate import Candidate
 
 CLOUD_PROVIDERS = ("aws", "azure")
 COMPONENTS = ("weights_gb", "trainable_params_gb", "gradients_gb", "optimizer_gb", "activations_gb", "logits_gb",
               "reference_model_gb", "overhead_gb")
+#: The instance a provider uses when the planner cannot choose (unknown model architecture) and the spec names none.
+DEFAULT_INSTANCE = {"aws": "ml.g5.2xlarge"}
 
-__all__ = ["annotate_plan", "check_budget"]
+__all__ = ["estimate_plan", "check_budget", "Estimate", "InstanceChoice"]
 
 
-def _memory_section(arch: "Arch", mems: list[dict[str, float]], distribution: str, where: str) -> dict[str, Any]:
+def _memory(arch: "Arch", mems: list[dict[str, float]], distribution: str, where: str) -> MemoryEstimate:
     worst = max(range(len(mems)), key=lambda i: mems[i]["peak_gb_per_device"])
-    out: dict[str, Any] = {"peak_gb_per_device": mems[worst]["peak_gb_per_device"]}
-    out.update({k: mems[worst][k] for k in COMPONENTS})
-    out.update({
-        "model": arch.name,
-        "architecture_from": arch.source,
-        "params_b": mems[worst]["params_b"],
-        "trainable_params_m": mems[worst]["trainable_params_m"],
-        "tokens_per_micro_batch": mems[worst]["tokens_per_micro_batch"],
-        "distribution": distribution,
-        "device": where,
-        "units": "GiB; estimate, validated to ~7.5% mean error on published tables (docs/planner.md)",
-    })
-    if len(mems) > 1:
-        out["peak_stage"] = worst
-        out["per_stage_peak_gb"] = [m["peak_gb_per_device"] for m in mems]
-    return out
+    peak = mems[worst]
+    return MemoryEstimate(
+        peak_gb_per_device=peak["peak_gb_per_device"], **{k: peak[k] for k in COMPONENTS},
+        model=arch.name, architecture_from=arch.source, params_b=peak["params_b"],
+        trainable_params_m=peak["trainable_params_m"], tokens_per_micro_batch=int(peak["tokens_per_micro_batch"]),
+        distribution=distribution, device=where,
+        peak_stage=worst if len(mems) > 1 else None,
+        per_stage_peak_gb=tuple(m["peak_gb_per_device"] for m in mems) if len(mems) > 1 else None,
+    )
 
 
-def _instance_section(c: "Candidate", chosen_by: str, others: list["Candidate"]) -> dict[str, Any]:
+def _choice(c: "Candidate", chosen_by: str, others: Sequence["Candidate"] = ()) -> InstanceChoice:
     inst = c.instance
-    section: dict[str, Any] = {
-        "type": inst.type,
-        "gpus": inst.gpus,
-        "gpu_memory_gb": inst.gpu_memory_gb,
-        "count": c.count,
-        "gpu": inst.gpu,
-        "price_per_hour": inst.on_demand_per_hour,
-        "spot_price_per_hour": inst.spot_per_hour,
-        "prices_as_of": inst.price_date,
-        "distribution": c.distribution,
-        "chosen": chosen_by,
-    }
-    if others:
-        section["alternatives"] = [
-            {"type": o.instance.type, "gpu": o.instance.gpu, "gpus": o.instance.gpus,
-             "on_demand_usd": _usd(o.on_demand_usd), "spot_usd": _usd(o.spot_usd)} for o in others]
-    return section
+    return InstanceChoice(
+        type=inst.type, count=c.count, gpus=inst.gpus, strategy=c.strategy, distribution=c.distribution,
+        chosen=chosen_by, gpu=inst.gpu, gpu_memory_gb=inst.gpu_memory_gb, price_per_hour=inst.on_demand_per_hour,
+        spot_price_per_hour=inst.spot_per_hour, prices_as_of=inst.price_date,
+        alternatives=tuple({"type": o.instance.type, "gpu": o.instance.gpu, "gpus": o.instance.gpus,
+                            "on_demand_usd": _usd(o.on_demand_usd), "spot_usd": _usd(o.spot_usd)} for o in others),
+    )
+
+
+def _catalog_choice(inst: "Instance", count: int, chosen_by: str) -> InstanceChoice:
+    """An instance the spec names, taken as it is (no estimate to choose a strategy by: data parallel)."""
+    from .estimate import describe_strategy
+
+    strategy = "ddp" if inst.gpus * count > 1 else "single"
+    return InstanceChoice(type=inst.type, count=count, gpus=inst.gpus, strategy=strategy,
+                          distribution=describe_strategy(strategy, inst.gpus * count), chosen=chosen_by, gpu=inst.gpu,
+                          gpu_memory_gb=inst.gpu_memory_gb, price_per_hour=inst.on_demand_per_hour,
+                          spot_price_per_hour=inst.spot_per_hour, prices_as_of=inst.price_date)
+
+
+def local_choice(spec: "JobSpec") -> InstanceChoice:
+    """This machine: compute.gpus_per_node processes (default 1)."""
+    from .estimate import describe_strategy
+
+    gpus = spec.compute.gpus_per_node or 1
+    strategy = "ddp" if gpus > 1 else "single"
+    return InstanceChoice(type=None, count=1, gpus=gpus, strategy=strategy,
+                          distribution=describe_strategy(strategy, gpus), chosen="this machine")
 
 
 def _usd(v: Optional[float]) -> Optional[float]:
     return None if v is None else round(v, 2)
 
 
-def _cost_section(c: "Candidate", spot: bool, sizes: list) -> dict[str, Any]:
+def _cost(c: "Candidate", spot: bool, sizes: list) -> CostEstimate:
     from .estimate import STARTUP_HOURS
 
     first = c.stages[0] if c.stages else {}
-    out: dict[str, Any] = {
-        "hours": None if c.hours is None else round(c.hours, 3),
-        "on_demand_usd": _usd(c.on_demand_usd),
-        "spot_usd": _usd(c.spot_usd),
-        "billing": "spot" if spot else "on-demand",
-        "estimated_usd": _usd(c.spot_usd if spot else c.on_demand_usd),
-        "step_seconds": first.get("step_seconds"),
-        "tokens_per_s": first.get("tokens_per_s"),
-        "tokens_per_s_per_gpu": first.get("tokens_per_s_per_gpu"),
-        "steps": sum(s["steps"] for s in c.stages) if c.stages else None,
-        "train_tokens": sizes[0].tokens if len(sizes) == 1 else [s.tokens for s in sizes],
-        "tokens_from": sorted({s.source for s in sizes}),
-        "assumptions": [
+    many = len(c.stages) > 1
+    return CostEstimate(
+        hours=None if c.hours is None else round(c.hours, 3),
+        on_demand_usd=_usd(c.on_demand_usd),
+        spot_usd=_usd(c.spot_usd),
+        billing="spot" if spot else "on-demand",
+        estimated_usd=_usd(c.spot_usd if spot else c.on_demand_usd),
+        step_seconds=first.get("step_seconds"),
+        tokens_per_s=first.get("tokens_per_s"),
+        tokens_per_s_per_gpu=first.get("tokens_per_s_per_gpu"),
+        steps=sum(s["steps"] for s in c.stages) if c.stages else None,
+        train_tokens=sizes[0].tokens if len(sizes) == 1 else [s.tokens for s in sizes],
+        tokens_from=tuple(sorted({s.source for s in sizes})),
+        assumptions=(
             f"hardware-FLOPs utilisation {first.get('hfu_assumed', 0.4):g}; FLOPs/token = k*N (+ attention), "
             "k=4 LoRA, 6 full or LoRA+GC, 8 full+GC; DPO/KTO add a 2N reference forward",
             f"{STARTUP_HOURS:g} h per stage for provisioning, image pull, model download and saving",
             "spot price " + (c.instance.spot_source if c.instance.spot_per_hour is not None else "unknown"),
-        ],
-    }
-    if len(c.stages) > 1:
-        out["stages"] = c.stages
-    elif c.stages:
-        out["batching"] = first.get("batching")
-        out["flops_per_token"] = first.get("flops_per_token")
-    return out
+        ),
+        stages=tuple(c.stages) if many else None,
+        batching=None if many else first.get("batching"),
+        flops_per_token=None if many else first.get("flops_per_token"),
+    )
 
 
-def annotate_plan(plan: "Plan") -> None:
-    """Add `memory` (all providers), `instance` and `cost` (aws, azure) to `plan.extras`; warn when unknown."""
+def estimate_plan(spec: "JobSpec", provider: str, stages: "Sequence[RunConfig]",
+                  data: "Sequence[ResolvedData]") -> Estimate:
+    """Memory (every provider), the instance choice and cost (aws, azure) of `stages`; warnings say what is unknown."""
     from .arch import resolve_arch
+
+    found = resolve_arch(spec.base_model, spec.base_dir)
+    warnings = list(found.warnings)
+    arch = found.arch
+    stages = list(stages)
+    if provider not in CLOUD_PROVIDERS:
+        from .estimate import stage_memory
+
+        choice = local_choice(spec)
+        memory = None if arch is None else _memory(
+            arch, stage_memory(arch, stages, 1), choice.distribution,
+            f"this machine ({provider} provider): per-GPU estimate; without a GPU it is system RAM")
+        return Estimate(choice, memory, None, tuple(warnings))
     from .tokens import data_size
 
-    spec = plan.spec
-    found = resolve_arch(spec.base_model, spec.base_dir)
-    plan.warnings.extend(found.warnings)
-    arch = found.arch
-    if arch is None:
-        return
-    from .estimate import stage_memory
-
-    if plan.provider not in CLOUD_PROVIDERS:
-        plan.extras["memory"] = _memory_section(
-            arch, stage_memory(arch, plan, 1), "single device",
-            f"this machine ({plan.provider} provider): per-GPU estimate; without a GPU it is system RAM")
-        return
-    sizes = [data_size(plan.data.get(f"stage{st.index}", {})) for st in plan.stages]
-    _annotate_cloud(plan, arch, sizes)
+    sizes = [data_size(d) for d in data]
+    return _estimate_cloud(spec, provider, arch, stages, sizes, warnings)
 
 
-def _annotate_cloud(plan: "Plan", arch: "Arch", sizes: list) -> None:
+def _unplanned(spec: "JobSpec", provider: str, why: str, warnings: list[str]) -> InstanceChoice:
+    """The instance when there is no estimate to choose by: the spec's, else the provider's default."""
+    from .catalog import find_instance
+
+    compute = spec.compute
+    itype = compute.instance_type or DEFAULT_INSTANCE.get(provider)
+    if itype is None:
+        return InstanceChoice(type=None, count=compute.instance_count, gpus=compute.gpus_per_node or 1,
+                              strategy="single", distribution="unknown", chosen=why)
+    by = "from spec (compute.instance_type)" if compute.instance_type else f"{provider} default ({why})"
+    if not compute.instance_type:
+        warnings.append(f"no instance type in the spec and {why}: using {itype}")
+    try:
+        return _catalog_choice(find_instance(provider, itype), compute.instance_count, by)
+    except CloudftError as exc:
+        gpus = compute.gpus_per_node or 1
+        warnings.append(f"{exc.message}: no cost estimate, and {gpus} GPU(s) per instance assumed "
+                        f"(set compute.gpus_per_node if that is wrong; {exc.hint})")
+        return InstanceChoice(type=itype, count=compute.instance_count, gpus=gpus,
+                              strategy="ddp" if gpus * compute.instance_count > 1 else "single",
+                              distribution="unknown", chosen="from spec (not in catalog)")
+
+
+def _estimate_cloud(spec: "JobSpec", provider: str, arch: "Optional[Arch]", stages: "list[RunConfig]",
+                    sizes: list, warnings: list[str]) -> Estimate:
     from .catalog import find_instance
     from .estimate import candidates, evaluate, stage_memory
 
-    compute = plan.spec.compute
-    where = f"one GPU of the {plan.provider} instance"
+    compute = spec.compute
+    where = f"one GPU of the {provider} instance"
+    if arch is None:
+        return Estimate(_unplanned(spec, provider, "the model's architecture is unknown", warnings),
+                        warnings=tuple(warnings))
     if compute.instance_type:
         try:
-            inst = find_instance(plan.provider, compute.instance_type)
-        except CloudftError as exc:
-            plan.warnings.append(f"{exc.message}: no cost estimate ({exc.hint})")
-            plan.extras["memory"] = _memory_section(arch, stage_memory(arch, plan, 1), "unknown", where)
-            plan.extras["instance"] = {"type": compute.instance_type, "gpus": None, "gpu_memory_gb": None,
-                                       "count": compute.instance_count, "gpu": None, "price_per_hour": None,
-                                       "chosen": "from spec (not in catalog)"}
-            return
-        chosen = evaluate(arch, plan, inst, compute.instance_count, sizes)
+            inst = find_instance(provider, compute.instance_type)
+        except CloudftError:
+            choice = _unplanned(spec, provider, "", warnings)
+            memory = _memory(arch, stage_memory(arch, stages, 1), "unknown", where)
+            return Estimate(choice, memory, None, tuple(warnings))
+        chosen = evaluate(arch, stages, inst, compute.instance_count, sizes)
         if chosen is None:
-            chosen = evaluate(arch, plan, inst, compute.instance_count, sizes, require_fit=False)
-            peak = chosen.memory and max(m["peak_gb_per_device"] for m in chosen.memory)
-            plan.warnings.append(
+            chosen = evaluate(arch, stages, inst, compute.instance_count, sizes, require_fit=False)
+            peak = max(m["peak_gb_per_device"] for m in chosen.memory)
+            warnings.append(
                 f"{inst.type} does not fit: estimated peak {peak:.1f} GB per GPU > {inst.usable_gpu_memory_gb:.1f} GB "
                 f"usable on its {inst.gpu}; choose a larger instance, qlora, a smaller per_device_batch_size / "
                 "max_length, or gradient_checkpointing: true")
         ranked, by = [], "from spec (compute.instance_type)"
     else:
-        ranked = candidates(arch, plan, sizes)
+        ranked = candidates(arch, provider, compute, stages, sizes)
         if not ranked:
-            peak = max(m["peak_gb_per_device"] for m in stage_memory(arch, plan, 1))
+            peak = max(m["peak_gb_per_device"] for m in stage_memory(arch, stages, 1))
             hint = f" with a {compute.gpu} GPU" if compute.gpu else ""
-            plan.warnings.append(f"no {plan.provider} instance{hint} in the catalog fits this job (estimated peak "
-                                 f"{peak:.1f} GB per GPU unsharded){_smaller_hint(arch, plan)}")
-            plan.extras["memory"] = _memory_section(arch, stage_memory(arch, plan, 1), "none fits", where)
-            return
+            warnings.append(f"no {provider} instance{hint} in the catalog fits this job (estimated peak "
+                            f"{peak:.1f} GB per GPU unsharded){_smaller_hint(arch, spec, stages)}")
+            memory = _memory(arch, stage_memory(arch, stages, 1), "none fits", where)
+            choice = _unplanned(spec, provider, "no catalog instance fits", warnings)
+            return Estimate(choice, memory, None, tuple(warnings))
         chosen = ranked[0]
         by = "cheapest that fits" + (f" (gpu: {compute.gpu})" if compute.gpu else "") + \
             (" at spot prices" if compute.spot else " at on-demand prices")
-    plan.extras["memory"] = _memory_section(arch, chosen.memory, chosen.distribution, where)
-    plan.extras["instance"] = _instance_section(chosen, by, ranked[1:4])
-    plan.extras["cost"] = _cost_section(chosen, compute.spot, sizes)
     if chosen.hours is None:
-        plan.warnings.append("training data size unknown (remote data without counts): no time or cost estimate")
+        warnings.append("training data size unknown (remote data without counts): no time or cost estimate")
     elif chosen.hours > compute.max_runtime_hours:
-        plan.warnings.append(f"estimated {chosen.hours:.1f} h exceeds compute.max_runtime_hours "
-                             f"({compute.max_runtime_hours:g} h): the job would be stopped first")
+        warnings.append(f"estimated {chosen.hours:.1f} h exceeds compute.max_runtime_hours "
+                        f"({compute.max_runtime_hours:g} h): the job would be stopped first")
+    return Estimate(_choice(chosen, by, ranked[1:4]), _memory(arch, chosen.memory, chosen.distribution, where),
+                    _cost(chosen, compute.spot, sizes), tuple(warnings))
 
 
-def _smaller_hint(arch: "Arch", plan: "Plan") -> str:
+def _smaller_hint(arch: "Arch", spec: "JobSpec", stages: "list[RunConfig]") -> str:
     """What would bring the peak down: gradient checkpointing, then QLoRA (per-device, unsharded)."""
     import dataclasses
 
@@ -180,38 +215,41 @@ def _smaller_hint(arch: "Arch", plan: "Plan") -> str:
               {"gradient_checkpointing": True, "peft": "qlora", "quant_bits": 4})]
     hints = []
     for label, change in tries:
-        if plan.spec.peft.type == "none" and "peft" in change:
+        if spec.peft.type == "none" and "peft" in change:
             continue  # QLoRA is a different method, not a memory setting of full fine-tuning
-        peak = max(estimate_memory(arch, dataclasses.replace(setup_for_stage(st), **change))["peak_gb_per_device"]
-                   for st in plan.stages)
+        peak = max(estimate_memory(arch, dataclasses.replace(setup_for_stage(rc), **change))["peak_gb_per_device"]
+                   for rc in stages)
         hints.append(f"with {label} the peak would be {peak:.1f} GB")
     return "; " + "; ".join(hints) if hints else ""
 
 
-def check_budget(plan: "Plan", force: bool = False) -> None:
-    """Refuse a plan whose estimate exceeds `budget.max_cost_usd` or `budget.max_hours` (unless `force`)."""
-    budget = plan.spec.budget
+def check_budget(spec: "JobSpec", provider: str, estimate: Estimate, force: bool = False) -> list[str]:
+    """Refuse a plan whose estimate exceeds `budget.max_cost_usd` or `budget.max_hours` (unless `force`), or
+    that has a budget but no estimate to check it against. Returns the warnings a forced submit carries."""
+    budget = spec.budget
     if budget.max_cost_usd is None and budget.max_hours is None:
-        return
-    cost = plan.extras.get("cost") or {}
-    if plan.provider not in CLOUD_PROVIDERS:
-        return
-    if cost.get("hours") is None:
-        plan.warnings.append("budget not checked: the plan has no time/cost estimate")
-        return
+        return []
+    if provider not in CLOUD_PROVIDERS:
+        return []  # this machine bills nothing; its time is the local preflight's concern
+    cost = estimate.cost
+    inst = estimate.instance
     problems = []
-    usd = cost.get("estimated_usd")
-    inst = plan.extras.get("instance", {})
-    if budget.max_cost_usd is not None and usd is not None and usd > budget.max_cost_usd:
-        problems.append(f"estimated cost ${usd:,.2f} ({cost['billing']}: {cost['hours']:.2f} h x "
-                        f"{inst.get('count', 1)} x {inst.get('type')}) > budget.max_cost_usd ${budget.max_cost_usd:,.2f}")
-    if budget.max_hours is not None and cost["hours"] > budget.max_hours:
-        problems.append(f"estimated time {cost['hours']:.2f} h > budget.max_hours {budget.max_hours:g} h")
+    if cost is None or cost.hours is None:
+        problems.append("the plan has no time/cost estimate to check budget against ("
+                        + "; ".join(estimate.warnings[-1:] or ["unknown model or instance price"]) + ")")
+    else:
+        usd = cost.estimated_usd
+        if budget.max_cost_usd is not None and usd is None:
+            problems.append(f"no price is known for {inst.type}, so budget.max_cost_usd cannot be checked")
+        elif budget.max_cost_usd is not None and usd > budget.max_cost_usd:
+            problems.append(f"estimated cost ${usd:,.2f} ({cost.billing}: {cost.hours:.2f} h x {inst.count} x "
+                            f"{inst.type}) > budget.max_cost_usd ${budget.max_cost_usd:,.2f}")
+        if budget.max_hours is not None and cost.hours > budget.max_hours:
+            problems.append(f"estimated time {cost.hours:.2f} h > budget.max_hours {budget.max_hours:g} h")
     if not problems:
-        return
+        return []
     if force:
-        plan.warnings.append("over budget, submitted with --force: " + "; ".join(problems))
-        return
-    raise CloudftError("plan is over budget: " + "; ".join(problems),
-                       hint="raise the budget in the spec, reduce epochs/data, pick a cheaper instance, "
-                            "or pass --force to submit anyway")
+        return ["budget not enforced (--force): " + "; ".join(problems)]
+    raise CloudftError("plan is over budget or cannot be checked against it: " + "; ".join(problems),
+                       hint="raise the budget in the spec, reduce epochs/data, pick a cheaper instance or one with "
+                            "a known price, or pass --force to submit anyway")

@@ -13,7 +13,9 @@ from .throughput import tokens_per_second
 from .tokens import DataSize, data_size
 
 if TYPE_CHECKING:
-    from ..plan import Plan, StagePlan
+    from train_entry.config import RunConfig
+
+    from ..spec import ComputeConfig
 
 STARTUP_HOURS = 0.15  # per stage: provisioning, image pull, model download, final save (assumption)
 PADDING_FACTOR = 1.25  # dynamic padding without packing processes ~25% pad tokens (assumption)
@@ -22,9 +24,8 @@ RL_FACTOR = 3.0  # online RL: generation costs ~2x the training pass (rough)
 DEFAULT_LOSS = {"sft": "chunked"}  # TRL SFTTrainer's default loss_type is chunked_nll; others hold full logits
 
 
-def setup_for_stage(stage: "StagePlan", shard_devices: int = 1) -> Setup:
+def setup_for_stage(rc: "RunConfig", shard_devices: int = 1) -> Setup:
     """The memory/throughput Setup of one stage, read from its run config."""
-    rc = stage.run_config
     peft, t = rc.peft, rc.training
     quant = None
     if peft.type == "qlora":
@@ -58,10 +59,10 @@ class Workload:
     assumption: str
 
 
-def workload(stage: "StagePlan", size: DataSize, world: int) -> Optional[Workload]:
+def workload(rc: "RunConfig", size: DataSize, world: int) -> Optional[Workload]:
     """Steps and processed tokens per step for `world` data-parallel processes; None when the size is unknown."""
-    t = stage.run_config.training
-    method = str(stage.run_config.method)
+    t = rc.training
+    method = str(rc.method)
     seqs = SEQUENCES_PER_EXAMPLE.get(method, 1)
     examples_per_step = t.per_device_batch_size * t.gradient_accumulation_steps * world
     packed = method == "sft" and t.packing
@@ -97,6 +98,7 @@ class Candidate:
 
     instance: Instance
     count: int
+    strategy: str  # "single" | "ddp" | "fsdp" (cloudft.planner.result.Strategy)
     distribution: str
     memory: list[dict[str, float]]
     stages: list[dict[str, Any]]
@@ -115,57 +117,64 @@ class Candidate:
         return self.hours * self.instance.spot_per_hour * self.count
 
 
-def stage_memory(arch: Arch, plan: "Plan", shard: int) -> list[dict[str, float]]:
+def stage_memory(arch: Arch, stages: "list[RunConfig]", shard: int) -> list[dict[str, float]]:
     """Memory estimate of each stage with weights sharded over `shard` devices (1: data parallel)."""
-    return [estimate_memory(arch, setup_for_stage(st, shard)) for st in plan.stages]
+    return [estimate_memory(arch, setup_for_stage(rc, shard)) for rc in stages]
 
 
-def evaluate(arch: Arch, plan: "Plan", inst: Instance, count: int, sizes: list[DataSize],
+def describe_strategy(strategy: str, world: int) -> str:
+    """The human words for a strategy over `world` processes."""
+    return {"single": "single GPU", "ddp": "data parallel (DDP)"}.get(strategy, f"sharded (FSDP over {world} GPUs)")
+
+
+def evaluate(arch: Arch, stages: "list[RunConfig]", inst: Instance, count: int, sizes: list[DataSize],
              require_fit: bool = True) -> Optional[Candidate]:
-    """Fit, time and cost of the plan on `count` × `inst`; None when it does not fit even sharded
+    """Fit, time and cost of the stages on `count` × `inst`; None when it does not fit even sharded
     (with `require_fit=False`: the sharded estimate anyway)."""
     world = inst.gpus * count
-    distribution = "single GPU" if world == 1 else "data parallel (DDP)"
-    mem = stage_memory(arch, plan, 1)
+    strategy = "single" if world == 1 else "ddp"
+    mem = stage_memory(arch, stages, 1)
     if max(m["peak_gb_per_device"] for m in mem) > inst.usable_gpu_memory_gb:
         if world == 1 and require_fit:
             return None
-        mem = stage_memory(arch, plan, world)
-        distribution = f"sharded (FSDP over {world} GPUs)"
+        if world > 1:
+            mem = stage_memory(arch, stages, world)
+            strategy = "fsdp"
         if max(m["peak_gb_per_device"] for m in mem) > inst.usable_gpu_memory_gb and require_fit:
             return None
-    stages, hours = [], 0.0
-    for st, size in zip(plan.stages, sizes):
-        setup = setup_for_stage(st, 1 if distribution.startswith(("single", "data")) else world)
+    distribution = describe_strategy(strategy, world)
+    out_stages, hours = [], 0.0
+    for rc, size in zip(stages, sizes):
+        setup = setup_for_stage(rc, world if strategy == "fsdp" else 1)
         speed = tokens_per_second(arch, setup, inst.gpu, inst.gpus, count)
-        work = workload(st, size, world)
+        work = workload(rc, size, world)
         if work is None:
-            return Candidate(inst, count, distribution, mem, stages, None)
+            return Candidate(inst, count, strategy, distribution, mem, out_stages, None)
         factor = RL_FACTOR if setup.method == "rl" else 1.0
         step_s = work.tokens_per_step * factor / speed["tokens_per_s"]
         stage_h = work.steps * step_s / 3600 + STARTUP_HOURS
         hours += stage_h
-        stages.append({"stage": st.index, "method": setup.method, "steps": work.steps,
+        out_stages.append({"stage": rc.stage, "method": setup.method, "steps": work.steps,
                        "step_seconds": round(step_s, 3), "hours": round(stage_h, 3),
                        "tokens_per_step": int(work.tokens_per_step), "train_tokens": work.text_tokens,
                        "tokens_per_s": speed["tokens_per_s"], "tokens_per_s_per_gpu": speed["tokens_per_s_per_gpu"],
                        "hfu_assumed": speed["hfu_assumed"], "flops_per_token": speed["flops_per_token"],
                        "batching": work.assumption})
-    return Candidate(inst, count, distribution, mem, stages, hours)
+    return Candidate(inst, count, strategy, distribution, mem, out_stages, hours)
 
 
-def candidates(arch: Arch, plan: "Plan", sizes: list[DataSize]) -> list[Candidate]:
+def candidates(arch: Arch, provider: str, compute: "ComputeConfig", stages: "list[RunConfig]",
+               sizes: list[DataSize]) -> list[Candidate]:
     """Every catalog instance that fits (narrowed by compute.gpu / gpus_per_node), cheapest first."""
-    compute = plan.spec.compute
     out = []
-    for inst in load_catalog(plan.provider):
+    for inst in load_catalog(provider):
         if compute.gpu and not gpu_matches(compute.gpu, inst.gpu):
             continue
         if compute.gpus_per_node and inst.gpus != compute.gpus_per_node:
             continue
         if inst.on_demand_per_hour is None:
             continue
-        cand = evaluate(arch, plan, inst, compute.instance_count, sizes)
+        cand = evaluate(arch, stages, inst, compute.instance_count, sizes)
         if cand is not None:
             out.append(cand)
 

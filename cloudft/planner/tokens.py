@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from ..data.resolve import ResolvedData
 
 BYTES_PER_TOKEN = 4.0  # English text with BPE tokenizers (~4 characters per token)
 JSON_OVERHEAD_BYTES = 30  # keys, quotes and braces of one canonical JSONL record
@@ -19,16 +22,6 @@ class DataSize:
     records: Optional[int]
     tokens: Optional[int]
     source: str
-
-
-def _split_value(value: Any) -> Optional[int]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, dict):
-        for key in ("train", "total"):
-            if isinstance(value.get(key), (int, float)):
-                return int(value[key])
-    return None
 
 
 def _count_lines(path: Path) -> int:
@@ -46,13 +39,11 @@ def _count_lines(path: Path) -> int:
     return max(lines, 1)
 
 
-def data_size(stage_data: dict[str, Any]) -> DataSize:
-    """Records and tokens of the train split: resolver counts (`records`, `tokens`), else file-size estimates."""
-    records = _split_value(stage_data.get("records"))
-    tokens = _split_value(stage_data.get("tokens"))
-    if tokens is not None:
-        return DataSize(records, tokens, "token count from the data resolver")
-    train = stage_data.get("train")
+def data_size(data: "ResolvedData") -> DataSize:
+    """Records of the train split from the data resolver's counts; tokens estimated from the file's size."""
+    resolved = data.records.get("train")
+    records = resolved
+    train = data.train
     path = Path(train) if isinstance(train, str) and "://" not in train else None
     if path is None or not path.is_file():
         if records is not None:
@@ -64,7 +55,6 @@ def data_size(stage_data: dict[str, Any]) -> DataSize:
         records = _count_lines(path)
     text_bytes = size * (COMPRESSED_RATIO if compressed else 1.0) - JSON_OVERHEAD_BYTES * (records or 0)
     tokens = max(int(text_bytes / BYTES_PER_TOKEN), 1)
-    how = "record count from the data resolver" if _split_value(stage_data.get("records")) is not None \
-        else "records counted from lines"
+    how = "record count from the data resolver" if resolved is not None else "records counted from lines"
     return DataSize(records, tokens, f"{how}; tokens estimated as file bytes / {BYTES_PER_TOKEN:g}"
                     + (f" x{COMPRESSED_RATIO:g} (compressed)" if compressed else ""))

@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from ..errors import CloudftError
+from ..handles import RunHandle
 
 if TYPE_CHECKING:  # keep imports light
     from ..plan import Plan
+    from ..preflight import Finding
     from ..registry import RunRecord
-    from ..spec import JobSpec, StageSpec
+    from ..spec import JobSpec
+    from ..stages import StageContext, StageLocations
 
 
 class Provider(ABC):
@@ -22,6 +25,20 @@ class Provider(ABC):
     stack: Optional[str] = None
     #: modules `submit` needs, each with the pip extra that installs it
     requires: tuple[tuple[str, str], ...] = ()
+    #: the typed handle this provider records for its runs
+    handle_type: type[RunHandle] = RunHandle
+
+    def handle(self, run: "RunRecord") -> RunHandle:
+        """The run's typed handle (a registry row from an earlier cloudft, which kept it in `meta`, is read too)."""
+        from pydantic import ValidationError
+
+        raw = run.handle or {k: v for k, v in run.meta.items() if k in self.handle_type.model_fields}
+        try:
+            return self.handle_type.model_validate(raw)
+        except ValidationError as exc:
+            raise CloudftError(f"run {run.run_id}: its registry entry is unreadable ({exc.error_count()} problem(s): "
+                               f"{exc.errors()[0]['loc']} {exc.errors()[0]['msg']})",
+                               hint="it was written by another cloudft version; submit the spec again") from None
 
     def check_installed(self) -> None:
         """Raise MissingExtraError naming the extra when a module the provider needs is absent (no import)."""
@@ -33,17 +50,40 @@ class Provider(ABC):
             if importlib.util.find_spec(module) is None:
                 raise MissingExtraError(extra, module)
 
+    @property
+    def capabilities(self):
+        """What this provider can do (cloudft.capabilities.CAPABILITIES)."""
+        from ..capabilities import capabilities_of
+
+        return capabilities_of(self.name)
+
     def validate(self, spec: "JobSpec") -> None:
-        """Check the provider's own section of the spec (raises SpecError). Must not call the cloud."""
+        """Refuse what the provider cannot do (capabilities), then check its own section of the spec (raises
+        SpecError with file:line:col). Must not call the cloud. Subclasses extend `validate_section`."""
+        from ..capabilities import check_capabilities
+        from ..errors import SpecError
 
-    def locate(self, spec: "JobSpec", run_id: str, index: int, stage: "StageSpec",
-               data: dict[str, Any]) -> dict[str, str]:
-        """Resolved locations for one stage: output, checkpoint and data as the trainer sees them.
+        problems = check_capabilities(spec, self.name)
+        if problems:
+            raise SpecError(problems)
+        self.validate_section(spec)
 
-        `data` is the resolved data of the stage (cloudft.data.resolve.resolve_stage_data): local canonical paths and
-        their content versions. See plan.build_plan for the keys that reach the run config.
-        """
-        return {}
+    def validate_section(self, spec: "JobSpec") -> None:
+        """The provider's own section (`aws:` / `azure:`): shape and values, no cloud calls."""
+
+    def check_submit(self, spec: "JobSpec") -> None:
+        """What submitting (not planning) needs on top of `validate`, e.g. a bucket and a role (raises)."""
+
+    def preflight(self, plan: "Plan") -> "list[Finding]":
+        """The provider's documented rules checked on the plan (cloudft.preflight); no cloud calls."""
+        return []
+
+    def locate(self, spec: "JobSpec", run_id: str, stage: "StageContext") -> "StageLocations":
+        """Where one stage reads and writes: output, checkpoint and data as the trainer sees them (and, for cloud
+        providers, the URIs behind them). `stage` carries its resolved data, work key and links."""
+        from ..stages import StageLocations
+
+        return StageLocations()
 
     @abstractmethod
     def submit(self, plan: "Plan", *, dry_run: bool = False, **options: Any) -> "RunRecord | list[dict]":

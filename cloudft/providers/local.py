@@ -22,29 +22,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from ..errors import CloudftError
+from ..handles import LocalHandle
 from ..registry import Registry, RunRecord
+from ..stages import StageLocations
 from .base import Provider
 
 if TYPE_CHECKING:
     from ..plan import Plan
-    from ..spec import JobSpec, StageSpec
+    from ..spec import JobSpec
+    from ..stages import StageContext
 
 STOP_GRACE_S = 60
-
-
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def _stage_key(spec: "JobSpec", index: int, data: dict[str, Any]) -> str:
-    from ..plan import stage_work_key
-
-    return f"{spec.name}-{index}-{stage_work_key(spec, index, data.get('versions') or {})}"
 
 
 class LocalProvider(Provider):
     name = "local"
     requires = (("torch", "train"), ("transformers", "train"), ("peft", "train"), ("trl", "train"))
+    handle_type = LocalHandle
 
     def run_dir(self, spec: "JobSpec", run_id: str) -> Path:
         base = Path(spec.outputs.dir)
@@ -57,43 +51,23 @@ class LocalProvider(Provider):
         spec and data again after a stop, a crash or a reboot resumes where it left off."""
         return self.run_dir(spec, ".checkpoints")
 
-    def locate(self, spec: "JobSpec", run_id: str, index: int, stage: "StageSpec",
-               data: dict[str, Any]) -> dict[str, str]:
-        stages = spec.stage_list()
+    def locate(self, spec: "JobSpec", run_id: str, stage: "StageContext") -> StageLocations:
         run_dir = self.run_dir(spec, run_id)
-        stage_dir = run_dir / f"{index}-{stage.method}"
-        loc = {
-            "stage_dir": str(stage_dir),
-            "output_dir": str(stage_dir / "output"),
-            "checkpoint_dir": str(self.checkpoint_root(spec) / _stage_key(spec, index, data)),
-        }
-        for key in ("train", "validation"):
-            value = data.get(key)
-            if value and _is_uri(value):
-                raise CloudftError(
-                    f"data.{key} is a cloud URI ({value}); the local provider reads local files",
-                    hint="download it first, or submit with --provider aws/azure",
-                )
-            if value:
-                loc[key] = value
-        init_from, reward_from = spec.stage_links(index)
-        if init_from is not None:
-            loc["init_adapter"] = str(run_dir / f"{init_from}-{stages[init_from].method}" / "output")
-        if reward_from is not None:
-            loc["reward_model"] = str(run_dir / f"{reward_from}-reward" / "output")
-        return loc
+        stage_dir = run_dir / stage.name
+        links = stage.links
+        init = None if links.init_from is None else str(run_dir / stage.names[links.init_from] / "output")
+        return StageLocations(
+            stage_dir=str(stage_dir),
+            output_dir=str(stage_dir / "output"),
+            checkpoint_dir=str(self.checkpoint_root(spec) / f"{spec.name}-{stage.index}-{stage.work_key}"),
+            train=stage.data.train,
+            validation=stage.data.validation,
+            init_adapter=init if links.init_kind == "adapter" else None,
+            init_model=init if links.init_kind == "full_weights" else None,
+            reward_model=None if links.reward_from is None else str(run_dir / stage.names[links.reward_from] / "output"),
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def validate(self, spec: "JobSpec") -> None:
-        """Local runs take secrets from this machine's environment (`env:VAR` references)."""
-        from ..errors import SpecError
-
-        bad = [name for name, ref in spec.secrets.items() if not ref.startswith("env:")]
-        if bad:
-            raise SpecError([spec.problem(("secrets", name), "local runs read secrets from the environment",
-                                          fix=f"use 'env:VAR' for {name} (cloud references are resolved by aws/azure)")
-                             for name in bad])
-
     @staticmethod
     def secret_env(spec: "JobSpec") -> dict[str, str]:
         """ENV_NAME → value for `env:VAR` references; values stay in the child's environment only."""
@@ -107,22 +81,17 @@ class LocalProvider(Provider):
     def submit(self, plan: "Plan", *, dry_run: bool = False, **options: Any) -> RunRecord:
         run_dir = self.run_dir(plan.spec, plan.run_id)
         if dry_run:
-            return [{"write": str(Path(s.locations["stage_dir"]) / "run.json"),
+            return [{"write": str(Path(s.locations.stage_dir) / "run.json"),
                      "run_config": s.run_config.model_dump(mode="json")} for s in plan.stages]
         run_dir.mkdir(parents=True, exist_ok=False)
-        if options.get("rerun"):  # start afresh: checkpoints of this run only
-            for st in plan.stages:
-                st.run_config.outputs.checkpoint_dir = str(Path(st.locations["stage_dir"]) / "checkpoints")
-                st.locations["checkpoint_dir"] = st.run_config.outputs.checkpoint_dir
         (run_dir / "plan.json").write_text(plan.to_json())
         for st in plan.stages:
-            st.run_config.write(Path(st.locations["stage_dir"]) / "run.json")
+            st.run_config.write(Path(st.locations.stage_dir) / "run.json")
         reg = Registry()
         rec = RunRecord(
             run_id=plan.run_id, name=plan.spec.name, provider=self.name, status="starting",
             spec_path=str(plan.spec.source_path) if plan.spec.source_path else None, run_dir=str(run_dir),
-            meta={"stages": [f"{s.index}-{s.method}" for s in plan.stages],
-                  "dataset_versions": plan.stages[0].run_config.dataset_versions},
+            handle=LocalHandle(**LocalHandle.common(plan)).model_dump(mode="json"),
         )
         reg.add(rec)
         log = open(run_dir / "log.txt", "ab")
@@ -195,7 +164,7 @@ class LocalProvider(Provider):
 
     def artifacts(self, run: RunRecord, dest: Optional[Path] = None) -> Path:
         run_dir = Path(run.run_dir or "")
-        stages = run.meta.get("stages") or []
+        stages = self.handle(run).stages
         if not stages:
             return run_dir
         out = run_dir / stages[-1] / "output"

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..handles import LocalHandle
 from ..registry import Registry
 
 from train_entry.cli import EXIT_INTERRUPTED  # exit code after a SIGTERM checkpoint
@@ -32,7 +33,7 @@ def _command(run_json: Path, nproc: int) -> list[str]:
 def main(run_dir: str, run_id: str) -> int:
     reg = Registry()
     rec = reg.get(run_id)
-    stages = rec.meta.get("stages") or []
+    stages = LocalHandle.model_validate(rec.handle).stages
     stopping = {"flag": False}
     child: dict[str, subprocess.Popen] = {}
 

@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ...plan import Plan
-    from ...spec import JobSpec
 
 MAX_NAME = 63  # SageMaker job / pipeline / endpoint names
 
 
-def _sha(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def stage_key(spec: "JobSpec", index: int, versions: dict[str, str]) -> str:
-    """Key of one stage's work (spec content, stage index, dataset versions): names its checkpoint prefix."""
-    from ...plan import stage_work_key
-
-    return stage_work_key(spec, index, versions)
-
-
 def run_key(plan: "Plan") -> str:
-    """Key of a whole plan: spec content + every stage's dataset versions + the resolved aws section."""
-    from ...plan import spec_digest
-
-    versions = [s.run_config.dataset_versions for s in plan.stages]
-    return _sha(spec_digest(plan.spec), versions)[:10]
+    """Key of a whole plan (every stage's work key: spec content, dataset versions, and a fresh key with --rerun)."""
+    return plan.key[:10]
 
 
 def clean(text: str) -> str:

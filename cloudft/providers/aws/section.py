@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Hugging Face training DLC versions bundled in sagemaker-core's image_uri_config (tested default first).
 HF_TRAINING_VERSIONS: dict[str, tuple[str, str]] = {
@@ -43,7 +43,6 @@ class AwsSection(BaseModel):
     endpoint_name: Optional[str] = Field(None, description="Default endpoint name for `cloudft deploy`.")
     # -- provider-only ----------------------------------------------------------------------
     transformers_version: str = Field(DEFAULT_TRANSFORMERS, description="Hugging Face training DLC version.")
-    instance_count: Optional[int] = Field(None, ge=1, le=64, description="Overrides compute.instance_count.")
     max_wait_hours: Optional[float] = Field(None, gt=0, le=28 * 24,
                                             description="Spot: longest wait incl. interruptions (> runtime).")
     network_isolation: bool = False
@@ -54,6 +53,14 @@ class AwsSection(BaseModel):
     telemetry: bool = Field(False, description="Let the SageMaker SDK send its usage telemetry.")
     deploy_instance_type: str = Field("ml.g5.2xlarge", description="Endpoint instance for `cloudft deploy`.")
     serving_image_uri: Optional[str] = Field(None, description="Serving image (default: the HF vLLM DLC).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, values: object) -> object:
+        if isinstance(values, dict) and "instance_count" in values:
+            raise ValueError("aws.instance_count is not a setting: set compute.instance_count (one instance count "
+                             "for every provider)")
+        return values
 
     @field_validator("transformers_version")
     @classmethod
@@ -85,4 +92,4 @@ class AwsSection(BaseModel):
     def s3(self, *parts: str) -> str:
         """s3://bucket/prefix/parts... (no trailing slash)."""
         keys = [p.strip("/") for p in (self.prefix, *parts) if p and p.strip("/")]
-        return f"s3://{self.bucket}/" + "/".join(keys)
+        return f"s3://{self.bucket or '<aws.bucket>'}/" + "/".join(keys)

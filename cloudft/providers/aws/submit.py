@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ...errors import CloudftError
 from . import naming
-from .compute import ComputeChoice, choose
 from .staging import LAUNCHER, stage_source_dir, upload_if_missing
 
 if TYPE_CHECKING:
@@ -58,15 +57,6 @@ def _not_found(exc: Exception) -> bool:
         m in message for m in ("not found", "could not find", "does not exist"))
 
 
-def container_run_config(stage: "StagePlan", compute: ComputeChoice):
-    """The stage's run config with the world layout of its instances (torchrun when >1 process)."""
-    from train_entry.config import DistributedConfig
-
-    dist = DistributedConfig(nnodes=compute.instance_count, nproc_per_node=max(compute.gpus_per_node, 1),
-                             launcher="torchrun" if compute.distributed else "none")
-    return stage.run_config.model_copy(update={"distributed": dist})
-
-
 @dataclass
 class Submission:
     """What a submit did: the external id, its kind, and the stage → job/step layout."""
@@ -74,24 +64,22 @@ class Submission:
     kind: str  # "job" | "pipeline"
     external_id: str
     adopted: bool = False
-    meta: dict[str, Any] = field(default_factory=dict)
+    handle: dict[str, Any] = field(default_factory=dict)  # AwsHandle fields: jobs, pipeline, steps, output_uri
 
 
 class Submitter:
     """Builds and starts the SageMaker work for one plan on one boto3 session."""
 
-    def __init__(self, plan: "Plan", section: "AwsSection", boto, rerun: bool = False):
+    def __init__(self, plan: "Plan", section: "AwsSection", boto):
         self.plan = plan
         self.section = section
         self.boto = boto
-        self.rerun = rerun
-        self.compute: ComputeChoice = choose(plan, section)
+        self.rerun = plan.rerun
+        self.compute = plan.estimate.instance  # the one instance choice (cloudft.planner.result.InstanceChoice)
         self.key = naming.run_key(plan)
         self.sm = boto.client("sagemaker")
         self.s3 = boto.client("s3")
         self._tmp = tempfile.TemporaryDirectory(prefix="cloudft-aws-")
-        if self.compute.warning:
-            plan.warnings.append(self.compute.warning)
 
     # -- pieces -------------------------------------------------------------------------------
     def image(self) -> str:
@@ -104,20 +92,20 @@ class Submitter:
         base, py = HF_TRAINING_VERSIONS[self.section.transformers_version]
         return image_uris.retrieve(framework="huggingface", region=self.boto.region_name,
                                    version=self.section.transformers_version, base_framework_version=base,
-                                   py_version=py, instance_type=self.compute.instance_type,
+                                   py_version=py, instance_type=self.compute.type,
                                    image_scope="training")
 
     def upload_data(self, stage: "StagePlan") -> list:
         """Dataset files → s3://bucket/prefix/datasets/<version>/<file> (skipped when present); the channels."""
         from sagemaker.core.training.configs import InputData
 
-        rdata = self.plan.data.get(f"stage{stage.index}") or {}
+        rdata = self.plan.data[stage.index]
         channels = []
         for split in ("train", "validation"):
-            uri = stage.locations.get(f"{split}_uri")
+            uri = getattr(stage.locations, f"{split}_uri")
             if not uri:
                 continue
-            local = rdata.get(split)
+            local = getattr(rdata, split)
             if local and "://" not in local:
                 upload_if_missing(self.s3, Path(local), uri, kms_key=self.section.kms_key_arn)
                 source = uri.rsplit("/", 1)[0] + "/"  # the version's folder: one file in the channel
@@ -147,8 +135,8 @@ class Submitter:
         from sagemaker.train.distributed import Torchrun
 
         s, spec, c = self.section, self.plan.spec, self.compute
-        code_dir = stage_source_dir(Path(self._tmp.name) / f"{stage.index}-{stage.method}",
-                                    container_run_config(stage, self.compute), with_requirements=not s.image_uri)
+        code_dir = stage_source_dir(Path(self._tmp.name) / stage.name, stage.run_config,
+                                    with_requirements=not s.image_uri)
         runtime = int(spec.compute.max_runtime_hours * 3600)
         stopping = StoppingCondition(max_runtime_in_seconds=runtime)
         if spec.compute.spot:
@@ -172,15 +160,15 @@ class Submitter:
             source_code=SourceCode(source_dir=str(code_dir), entry_script=LAUNCHER,
                                    requirements="requirements.txt" if (code_dir / "requirements.txt").exists()
                                    else None),
-            compute=Compute(instance_type=c.instance_type, instance_count=c.instance_count,
+            compute=Compute(instance_type=c.type, instance_count=c.count,
                             volume_size_in_gb=spec.compute.volume_gb, volume_kms_key_id=s.kms_key_arn,
                             enable_managed_spot_training=spec.compute.spot),
             stopping_condition=stopping,
-            checkpoint_config=CheckpointConfig(s3_uri=stage.locations["checkpoint_uri"],
+            checkpoint_config=CheckpointConfig(s3_uri=stage.locations.checkpoint_uri,
                                                local_path="/opt/ml/checkpoints"),
-            output_data_config=OutputDataConfig(s3_output_path=stage.locations["output_uri"],
+            output_data_config=OutputDataConfig(s3_output_path=stage.locations.output_uri,
                                                 kms_key_id=s.kms_key_arn, compression_type="GZIP"),
-            distributed=Torchrun(process_count_per_node=max(c.gpus_per_node, 1)) if c.distributed else None,
+            distributed=Torchrun(process_count_per_node=max(c.gpus, 1)) if c.distributed else None,
             environment=self.environment(stage),
             networking=networking,
             tags=self.tags(),
@@ -214,9 +202,9 @@ class Submitter:
 
         stage = self.plan.stages[0]
         name, adopt = self.pick_job_name()
-        meta = {"jobs": [name], "output_uri": stage.locations["output_uri"]}
+        meta = {"jobs": (name,), "output_uri": stage.locations.output_uri}
         if adopt:
-            return Submission("job", name, adopted=True, meta=meta)
+            return Submission("job", name, adopted=True, handle=meta)
         channels = self.upload_data(stage)
         trainer = self.trainer(stage, sagemaker_session(self.section, self.boto), name)
         request = trainer._create_training_job_args(input_data_config=channels, boto3=True)
@@ -227,8 +215,8 @@ class Submitter:
             # A retried create whose first attempt went through answers "in use": that job is ours.
             if exc.response.get("Error", {}).get("Code") != "ResourceInUse":
                 raise
-            return Submission("job", name, adopted=True, meta=meta)
-        return Submission("job", name, meta=meta)
+            return Submission("job", name, adopted=True, handle=meta)
+        return Submission("job", name, handle=meta)
 
     # -- pipeline -------------------------------------------------------------------------------
     def pipeline(self):
@@ -242,21 +230,22 @@ class Submitter:
         steps: list = []
         for stage in self.plan.stages:
             channels = self.upload_data(stage)
-            init_from, reward_from = self.plan.spec.stage_links(stage.index)
-            for channel, src in (("init_adapter", init_from), ("reward_model", reward_from)):
+            links = stage.links
+            init_channel = "init_adapter" if links.init_kind == "adapter" else "init_model"
+            for channel, src in ((init_channel, links.init_from), ("reward_model", links.reward_from)):
                 if src is not None:
                     channels.append(InputData(channel_name=channel,
                                               data_source=steps[src].properties.ModelArtifacts.S3ModelArtifacts))
-            trainer = self.trainer(stage, psess, f"cft-{stage.index}-{stage.method}")
-            steps.append(TrainingStep(name=f"stage{stage.index}-{stage.method}",
+            trainer = self.trainer(stage, psess, f"cft-{stage.name}")
+            steps.append(TrainingStep(name=f"stage{stage.name}",
                                       step_args=trainer.train(input_data_config=channels)))
         return Pipeline(name=naming.pipeline_name(self.plan.spec.name, self.key), steps=steps,
                         sagemaker_session=psess)
 
     def submit_pipeline(self) -> Submission:
         pipe = self.pipeline()
-        meta = {"pipeline": pipe.name, "steps": [s.name for s in pipe.steps],
-                "output_uri": self.plan.stages[-1].locations["output_uri"]}
+        meta = {"pipeline": pipe.name, "steps": tuple(s.name for s in pipe.steps),
+                "output_uri": self.plan.stages[-1].locations.output_uri}
         pipe.upsert(role_arn=self.section.role_arn,
                      description=f"cloudft {self.plan.spec.name}: {' → '.join(s.method for s in self.plan.stages)}",
                      tags=[{"Key": t.key, "Value": t.value} for t in self.tags()])
@@ -269,10 +258,10 @@ class Submitter:
                 break
             status = seen.get("PipelineExecutionStatus")
             if status in ACTIVE or (status == "Succeeded" and not self.rerun):
-                return Submission("pipeline", seen["PipelineExecutionArn"], adopted=True, meta=meta)
+                return Submission("pipeline", seen["PipelineExecutionArn"], adopted=True, handle=meta)
         resp = self.sm.start_pipeline_execution(PipelineName=pipe.name, PipelineExecutionDisplayName=display,
                                                 ClientRequestToken=naming.request_token(display))
-        return Submission("pipeline", resp["PipelineExecutionArn"], meta=meta)
+        return Submission("pipeline", resp["PipelineExecutionArn"], handle=meta)
 
     def submit(self) -> Submission:
         try:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ...errors import CloudftError
 from ...registry import Registry
 from .entities import TEMPLATES, conda_spec, short_hash
+from .handle import AzureHandle
 from .section import AzureSection
 
 if TYPE_CHECKING:
@@ -49,25 +50,25 @@ def serve_entities(run: "RunRecord", section: AzureSection, endpoint: str, insta
                                       ManagedOnlineEndpoint, Model, OnlineRequestSettings, ProbeSettings)
 
     dep = section.deploy
-    sku = instance_type or dep.instance_type or run.meta.get("instance_type")
+    handle = AzureHandle.model_validate(run.handle)
+    sku = instance_type or dep.instance_type or handle.instance_type
     if not sku:
         raise CloudftError("no GPU SKU for the endpoint",
                            hint="pass --instance-type (e.g. Standard_NC24ads_A100_v4) or set azure.deploy.instance_type")
-    outputs = run.meta.get("outputs") or {}
+    outputs = handle.outputs
     if not outputs:
         raise CloudftError(f"run {run.run_id} has no recorded outputs to deploy")
     last_stage, adapter_uri = list(outputs.items())[-1]
     model = Model(name=f"cloudft-{run.run_id}"[:255], version="1", type="custom_model", path=adapter_uri,
                   description=f"cloudft adapter of {run.run_id} (stage {last_stage})",
-                  tags={"cloudft.run_id": run.run_id, "cloudft.base_model": str(run.meta.get("base_model"))})
+                  tags={"cloudft.run_id": run.run_id, "cloudft.base_model": handle.base_model})
     conda = conda_spec(SERVE_PIP)
     env = Environment(name="cloudft-serve", version=short_hash("serve", dep.image, json.dumps(conda, sort_keys=True)),
                       image=dep.image, conda_file=conda, description="cloudft scoring runtime (base + adapter)")
     endpoint_ent = ManagedOnlineEndpoint(name=endpoint, auth_mode=dep.auth_mode,
                                          description=f"cloudft: {run.name}", tags={"cloudft.run_id": run.run_id})
-    env_vars = {"CLOUDFT_BASE_MODEL": str(run.meta.get("base_model") or "")}
-    secrets = run.meta.get("secret_env") or {}
-    env_vars.update(secrets)  # names only: the scoring script fetches values from Key Vault
+    env_vars = {"CLOUDFT_BASE_MODEL": handle.base_model}
+    env_vars.update(handle.secret_env)  # names only: the scoring script fetches values from Key Vault
     deployment = ManagedOnlineDeployment(
         name=DEPLOYMENT, endpoint_name=endpoint, model=model, environment=env,
         code_configuration=CodeConfiguration(code=str(TEMPLATES), scoring_script="score.py"),
@@ -88,7 +89,7 @@ def deploy(ml: Any, run: "RunRecord", instance_type: Optional[str] = None, endpo
     if run.status != "completed":
         raise CloudftError(f"run {run.run_id} is {run.status}; deploy a completed run",
                            hint=f"cloudft status {run.run_id}")
-    section = AzureSection.model_validate(run.meta.get("azure") or {})
+    section = AzureSection.model_validate(AzureHandle.model_validate(run.handle).azure)
     name = endpoint_name_for(run, section, endpoint_name)
     endpoint, deployment = serve_entities(run, section, name, instance_type)
     adapter_uri = deployment.model.path

@@ -20,23 +20,16 @@ from .section import AzureSection
 if TYPE_CHECKING:
     from azure.ai.ml.entities import Data, Environment, Job
 
+    from ...data.resolve import ResolvedData
     from ...plan import Plan, StagePlan
     from ...spec import JobSpec
+    from ...stages import StageContext, StageLocations
 
 RUN_DIR = "cloudft_run"  # folder inside the code snapshot holding the run configs
 LAUNCHER = "cloudft_launch.py"  # resolves Key Vault secrets, then runs train_entry
 TEMPLATES = templates_dir() / "azure"
 EXTRA_PIP = ("azureml-mlflow", "mlflow-skinny", "azure-identity")  # native MLflow tracking, Key Vault access
 FALLBACK_PIP = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "safetensors")
-
-#: GPUs per VM of common Azure GPU SKUs (used when the spec and the planner don't say).
-SKU_GPUS = {
-    "standard_nc4as_t4_v3": 1, "standard_nc8as_t4_v3": 1, "standard_nc16as_t4_v3": 1, "standard_nc64as_t4_v3": 4,
-    "standard_nc24ads_a100_v4": 1, "standard_nc48ads_a100_v4": 2, "standard_nc96ads_a100_v4": 4,
-    "standard_nd96asr_v4": 8, "standard_nd96amsr_a100_v4": 8, "standard_nd96isr_h100_v5": 8,
-    "standard_nc40ads_h100_v5": 1, "standard_nc80adis_h100_v5": 2, "standard_nv36ads_a10_v5": 1,
-    "standard_nc6s_v3": 1, "standard_nc12s_v3": 2, "standard_nc24s_v3": 4, "standard_nc24rs_v3": 4,
-}
 
 AZURE_STATUS = {  # Azure ML job status → registry status
     "NotStarted": "starting", "Queued": "queued", "Preparing": "starting", "Provisioning": "starting",
@@ -56,22 +49,15 @@ def short_hash(*parts: str | bytes, n: int = 16) -> str:
 
 # -- locations ---------------------------------------------------------------------------------------
 
-def stage_key(index: int, method: str) -> str:
-    return f"{index}-{method}"
-
-
 def datastore_uri(section: AzureSection, run_id: str, key: str, what: str) -> str:
     """Deterministic datastore folder of a run's stage output."""
     return f"azureml://datastores/{section.datastore}/paths/cloudft/{run_id}/{key}/{what}/"
 
 
-def checkpoint_uri(spec: "JobSpec", section: AzureSection, index: int, data: dict[str, Any]) -> str:
+def checkpoint_uri(spec: "JobSpec", section: AzureSection, stage: "StageContext") -> str:
     """Checkpoints are keyed by the stage's work, not the run: a resubmit of the same spec and data (or a
-    preempted low-priority job's restart) resumes from them."""
-    from ...plan import stage_work_key
-
-    work = stage_work_key(spec, index, data.get("versions") or {})
-    return f"azureml://datastores/{section.datastore}/paths/cloudft/checkpoints/{spec.name}/{index}-{work}/"
+    preempted low-priority job's restart) resumes from them; `--rerun` gives a new work key."""
+    return f"azureml://datastores/{section.datastore}/paths/cloudft/checkpoints/{spec.name}/{stage.index}-{stage.work_key}/"
 
 
 @dataclass
@@ -86,22 +72,19 @@ class AssetRef:
     type: str = "uri_file"
 
 
-def data_assets(spec: "JobSpec", method: str, data: dict[str, Any]) -> list[AssetRef]:
+def data_assets(spec: "JobSpec", method: str, data: "ResolvedData") -> list[AssetRef]:
     """The data assets of one stage: local canonical files become `NAME:VERSION` (VERSION = content hash)."""
     refs = []
     for split in ("train", "validation"):
-        value = data.get(split)
+        value = getattr(data, split)
         if not value:
             continue
-        if value.startswith(("s3://", "gs://")):
-            raise CloudftError(f"data.{split} is {value.split('://')[0]}://; Azure ML reads azureml://, https://, "
-                               "wasbs:// / abfss:// or local files", hint="use a local path or an Azure storage URI")
         if "://" in value or value.startswith("azureml:"):
             kind = "uri_folder" if value.endswith("/") else "uri_file"
             refs.append(AssetRef(split, value, type=kind))
             continue
         path = Path(value)
-        version = (data.get("versions") or {}).get(split)
+        version = data.versions.get(split)
         if not version:
             version = short_hash(path.read_bytes()) if path.is_file() else short_hash(str(path))
         name = f"{spec.name}-{method}-{split}"
@@ -110,28 +93,26 @@ def data_assets(spec: "JobSpec", method: str, data: dict[str, Any]) -> list[Asse
     return refs
 
 
-def stage_locations(spec: "JobSpec", section: AzureSection, run_id: str, index: int, method: str,
-                    data: dict[str, Any]) -> dict[str, str]:
-    stages = spec.stage_list()
-    key = stage_key(index, method)
-    loc = {
-        "output_dir": datastore_uri(section, run_id, key, "adapter"),
-        "checkpoint_dir": checkpoint_uri(spec, section, index, data),
-    }
-    for ref in data_assets(spec, method, data):
-        loc[ref.split] = ref.uri
-    init_from, reward_from = spec.stage_links(index)
-    if init_from is not None:
-        loc["init_adapter"] = datastore_uri(section, run_id, stage_key(init_from, stages[init_from].method), "adapter")
-    if reward_from is not None:
-        loc["reward_model"] = datastore_uri(section, run_id, stage_key(reward_from, "reward"), "adapter")
-    return loc
+def stage_locations(spec: "JobSpec", section: AzureSection, run_id: str, stage: "StageContext") -> "StageLocations":
+    from ...stages import StageLocations
+
+    loc = {ref.split: ref.uri for ref in data_assets(spec, stage.method, stage.data)}
+    links = stage.links
+    if links.init_kind is not None:
+        channel = "init_adapter" if links.init_kind == "adapter" else "init_model"
+        loc[channel] = datastore_uri(section, run_id, stage.names[links.init_from], "adapter")
+    if links.reward_from is not None:
+        loc["reward_model"] = datastore_uri(section, run_id, stage.names[links.reward_from], "adapter")
+    return StageLocations(output_dir=datastore_uri(section, run_id, stage.name, "adapter"),
+                          checkpoint_dir=checkpoint_uri(spec, section, stage), **loc)
 
 
 # -- compute -----------------------------------------------------------------------------------------
 
 @dataclass
 class ComputeChoice:
+    """The plan's instance choice as Azure ML takes it: a cluster, or serverless with an instance type."""
+
     compute: Optional[str]  # cluster name, None for serverless
     instance_type: Optional[str]
     instance_count: int
@@ -142,28 +123,20 @@ class ComputeChoice:
 
 
 def choose_compute(plan: "Plan", section: AzureSection) -> ComputeChoice:
-    """Instance type: spec.compute, else the planner's pick, else the cluster's own size (serverless needs one)."""
-    comp = plan.spec.compute
-    picked = plan.extras.get("instance") or {}
-    itype = comp.instance_type or picked.get("type")
-    count = comp.instance_count
-    if "instance_count" not in comp.model_fields_set and picked.get("count"):
-        count = int(picked["count"])
-    if section.serverless and not itype:
+    """The plan's one instance choice (cloudft.planner.result.InstanceChoice) on a cluster or serverless."""
+    choice = plan.estimate.instance
+    if section.serverless and not choice.type:
         raise CloudftError(
             "azure: serverless compute needs an instance type",
             hint="set compute.instance_type (e.g. Standard_NC24ads_A100_v4) or azure.compute to a cluster name",
         )
-    gpus = comp.gpus_per_node or picked.get("gpus_per_node") or picked.get("gpus")
-    if not gpus and itype:
-        gpus = SKU_GPUS.get(itype.lower())
-    tier = section.job_tier or ("Spot" if comp.spot else None)
+    tier = section.job_tier or ("Spot" if plan.spec.compute.spot else None)
     if not section.serverless:
         tier = None  # a cluster's own tier (dedicated / low_priority) decides; set by the infra stack
     return ComputeChoice(
         compute=None if section.serverless else section.compute,
-        instance_type=itype if section.serverless else None,
-        instance_count=count, gpus_per_node=int(gpus or 1), spot=comp.spot, job_tier=tier,
+        instance_type=choice.type if section.serverless else None,
+        instance_count=choice.count, gpus_per_node=max(choice.gpus, 1), spot=plan.spec.compute.spot, job_tier=tier,
         priority=section.priority,
     )
 
@@ -225,10 +198,8 @@ def environment_ref(section: AzureSection, env: "Optional[Environment]") -> str:
 
 # -- code snapshot -----------------------------------------------------------------------------------
 
-def stage_code(plan: "Plan", dest: Path, distributed: dict[str, Any]) -> Path:
+def stage_code(plan: "Plan", dest: Path) -> Path:
     """Write the code snapshot: a copy of train_entry, one run config per stage, the secrets launcher."""
-    from train_entry.config import DistributedConfig
-
     dest = Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
@@ -237,8 +208,7 @@ def stage_code(plan: "Plan", dest: Path, distributed: dict[str, Any]) -> Path:
     for st in plan.stages:
         tracking = st.run_config.tracking.model_copy(update={"mlflow": True}) \
             if not st.run_config.tracking.mlflow_tracking_uri else st.run_config.tracking
-        rc = st.run_config.model_copy(update={
-            "distributed": DistributedConfig(**distributed, launcher="platform"), "tracking": tracking})
+        rc = st.run_config.model_copy(update={"tracking": tracking})
         rc.write(dest / RUN_DIR / f"stage{st.index}.json")
     if plan.spec.secrets:
         shutil.copy(TEMPLATES / "cloudft_keyvault.py", dest / "cloudft_keyvault.py")
@@ -253,8 +223,8 @@ def stage_command(st: "StagePlan", has_secrets: bool) -> str:
     """train_entry's command line; Azure ML substitutes the ${{...}} with mounted folders."""
     parts = ["python", "-m", "train_entry", "--config", f"{RUN_DIR}/stage{st.index}.json"]
     for key, flag in (("train", "--train"), ("validation", "--validation"), ("init_adapter", "--init-adapter"),
-                      ("reward_model", "--reward-model")):
-        if st.locations.get(key):
+                      ("init_model", "--init-model"), ("reward_model", "--reward-model")):
+        if getattr(st.locations, key):
             parts += [flag, "${{inputs.%s}}" % key]
     parts += ["--output-dir", "${{outputs.adapter}}", "--checkpoint-dir", "${{outputs.checkpoints}}"]
     if has_secrets:
@@ -312,19 +282,19 @@ def _folder_input(uri: str):
 
 def _stage_inputs(plan: "Plan", st: "StagePlan") -> dict[str, Any]:
     inputs: dict[str, Any] = {}
-    for ref in data_assets(plan.spec, st.method, plan.data[f"stage{st.index}"]):
+    for ref in data_assets(plan.spec, st.method, plan.data[st.index]):
         inputs[ref.split] = _asset_input(ref)
-    for key in ("init_adapter", "reward_model"):
-        if st.locations.get(key):
-            inputs[key] = _folder_input(st.locations[key])
+    for key in ("init_adapter", "init_model", "reward_model"):
+        if getattr(st.locations, key):
+            inputs[key] = _folder_input(getattr(st.locations, key))
     return inputs
 
 
 def _stage_outputs(st: "StagePlan") -> dict[str, Any]:
     from azure.ai.ml import Output
 
-    return {"adapter": Output(type="uri_folder", path=st.locations["output_dir"], mode="rw_mount"),
-            "checkpoints": Output(type="uri_folder", path=st.locations["checkpoint_dir"], mode="rw_mount")}
+    return {"adapter": Output(type="uri_folder", path=st.locations.output_dir, mode="rw_mount"),
+            "checkpoints": Output(type="uri_folder", path=st.locations.checkpoint_dir, mode="rw_mount")}
 
 
 def _stage_job(plan: "Plan", st: "StagePlan", section: AzureSection, env: str, choice: ComputeChoice,
@@ -342,7 +312,7 @@ def _stage_job(plan: "Plan", st: "StagePlan", section: AzureSection, env: str, c
                **secret_env(spec, section)}
     return command(
         name=None,
-        display_name=f"{spec.name}-{stage_key(st.index, st.method)}",
+        display_name=f"{spec.name}-{st.name}",
         description=f"cloudft {st.method} stage {st.index} of {spec.name}",
         tags={"cloudft.run_id": plan.run_id, "cloudft.stage": str(st.index), "cloudft.method": st.method},
         command=stage_command(st, bool(spec.secrets)),
@@ -375,10 +345,10 @@ def build(plan: "Plan", section: AzureSection, code_dir: Path) -> Build:
     choice = choose_compute(plan, section)
     env = training_environment(section)
     env_ref = environment_ref(section, env)
-    code = stage_code(plan, code_dir, {"nnodes": choice.instance_count, "nproc_per_node": choice.gpus_per_node})
+    code = stage_code(plan, code_dir)
     assets: dict[tuple, Any] = {}
     for st in plan.stages:
-        for ref in data_assets(spec, st.method, plan.data[f"stage{st.index}"]):
+        for ref in data_assets(spec, st.method, plan.data[st.index]):
             if ref.local and (ref.name, ref.version) not in assets:
                 assets[(ref.name, ref.version)] = data_entity(ref, spec.name)
     experiment = section.experiment or spec.name
@@ -404,11 +374,12 @@ def build(plan: "Plan", section: AzureSection, code_dir: Path) -> Build:
         nodes = {}
         for st in plan.stages:
             inputs = _stage_inputs(plan, st)
-            init_from, reward_from = spec.stage_links(st.index)
-            if init_from is not None:
-                inputs["init_adapter"] = nodes[init_from].outputs.adapter
-            if reward_from is not None:
-                inputs["reward_model"] = nodes[reward_from].outputs.adapter
+            links = st.links
+            if links.init_from is not None:
+                channel = "init_adapter" if links.init_kind == "adapter" else "init_model"
+                inputs[channel] = nodes[links.init_from].outputs.adapter
+            if links.reward_from is not None:
+                inputs["reward_model"] = nodes[links.reward_from].outputs.adapter
             node = steps[st.index](**inputs)
             node.name = f"stage{st.index}_{st.method}"
             for out_name, out in _stage_outputs(st).items():

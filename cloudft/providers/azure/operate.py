@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 from ...errors import CloudftError
 from ...registry import Registry
 from .entities import AZURE_STATUS
+from .handle import AzureHandle
 
 if TYPE_CHECKING:
     from ...registry import RunRecord
@@ -47,7 +48,7 @@ def cancel(ml: Any, run: "RunRecord") -> "RunRecord":
 def _jobs_with_logs(ml: Any, run: "RunRecord") -> list[str]:
     """The job itself, or a pipeline's step jobs in stage order."""
     name = _job_name(run)
-    if run.meta.get("job_type") != "pipeline":
+    if AzureHandle.model_validate(run.handle).job_type != "pipeline":
         return [name]
     children = list(ml.jobs.list(parent_job_name=name))
     children.sort(key=lambda j: (j.display_name or j.name or ""))

@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from ...errors import CloudftError
 from ..base import Provider
+from .handle import AzureHandle
 from .section import AzureSection, merge_stack
 
 if TYPE_CHECKING:
     from ...plan import Plan
     from ...registry import RunRecord
-    from ...spec import JobSpec, StageSpec
+    from ...spec import JobSpec
+    from ...stages import StageContext, StageLocations
 
 
 class AzureProvider(Provider):
@@ -20,6 +22,7 @@ class AzureProvider(Provider):
 
     name = "azure"
     requires = (("azure.ai.ml", "azure"), ("azure.identity", "azure"))
+    handle_type = AzureHandle
 
     def __init__(self, credential: Any = None, transport: Any = None, poll_s: float = 15.0):
         self.credential = credential
@@ -38,28 +41,21 @@ class AzureProvider(Provider):
             section = AzureSection.model_validate(merge_stack(section.model_dump(exclude_unset=True), outputs))
         return section
 
-    def validate(self, spec: "JobSpec") -> None:
+    def validate_section(self, spec: "JobSpec") -> None:
         self._section = self.section(spec)
-        for env, ref in spec.secrets.items():
-            if not ref.startswith("keyvault:"):
-                raise CloudftError(
-                    f"secret {env}: '{ref.split(':', 1)[0]}:' references are not available on Azure",
-                    hint=f"store it in the Key Vault and write `{env}: keyvault:SECRET-NAME` (azure.key_vault names the vault)",
-                )
         if spec.secrets and not self._section.key_vault:
             raise CloudftError("the spec has Key Vault secrets but azure.key_vault is not set",
                                hint="set azure.key_vault (or pass --stack NAME)")
 
     def _sec(self, spec: "JobSpec") -> AzureSection:
         if self._section is None:
-            self.validate(spec)
+            self.validate_section(spec)
         return self._section
 
-    def locate(self, spec: "JobSpec", run_id: str, index: int, stage: "StageSpec",
-               data: dict[str, Any]) -> dict[str, str]:
+    def locate(self, spec: "JobSpec", run_id: str, stage: "StageContext") -> "StageLocations":
         from .entities import stage_locations
 
-        return stage_locations(spec, self._sec(spec), run_id, index, str(stage.method), data)
+        return stage_locations(spec, self._sec(spec), run_id, stage)
 
     def client(self, section: AzureSection):
         from .client import make_client
@@ -78,7 +74,7 @@ class AzureProvider(Provider):
 
     # -- operate ------------------------------------------------------------------------------------
     def _run_client(self, run: "RunRecord"):
-        section = AzureSection.model_validate(run.meta.get("azure") or {})
+        section = AzureSection.model_validate(self.handle(run).azure)
         return self.client(section)
 
     def status(self, run: "RunRecord") -> "RunRecord":

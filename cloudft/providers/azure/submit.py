@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ...errors import CloudftError
 from .entities import AZURE_STATUS, Build, as_job, build, secret_env
+from .handle import AzureHandle
 from .section import AzureSection
 
 if TYPE_CHECKING:
@@ -127,18 +128,12 @@ def submit(plan: "Plan", section: AzureSection, ml: Any) -> "RunRecord":
         status=AZURE_STATUS.get(getattr(created, "status", None) or "", "queued"),
         spec_path=str(plan.spec.source_path) if plan.spec.source_path else None, run_dir=str(run_dir),
         external_id=created.name,
-        meta={
-            "stages": [f"{s.index}-{s.method}" for s in plan.stages],
-            "job_type": b.job.type,
-            "azure": section.model_dump(mode="json", exclude_none=True),
-            "outputs": {f"{s.index}-{s.method}": s.locations["output_dir"] for s in plan.stages},
-            "base_model": plan.spec.base_model,
-            "dataset_versions": plan.stages[0].run_config.dataset_versions,
-            "assets": assets,
-            "secret_env": secret_env(plan.spec, section),
-            "studio_url": job_studio_url(created),
-            "instance_type": b.compute.instance_type, "instance_count": b.compute.instance_count,
-        },
+        handle=AzureHandle(
+            **AzureHandle.common(plan), job_type=b.job.type, azure=section.model_dump(mode="json", exclude_none=True),
+            outputs={s.name: s.locations.output_dir for s in plan.stages}, assets=assets,
+            secret_env=secret_env(plan.spec, section), studio_url=job_studio_url(created),
+            instance_type=b.compute.instance_type, instance_count=b.compute.instance_count,
+        ).model_dump(mode="json"),
     )
     Registry().add(rec)
     return rec
