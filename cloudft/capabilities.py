@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import CloudftError, Problem
+from .errors import CloudftError
+from .preflight import Finding
 
 if TYPE_CHECKING:
     from .spec import JobSpec
@@ -79,14 +80,16 @@ def _other(provider: str, capability: str) -> str:
     return " or ".join(f"--provider {p}" for p in names)
 
 
-def check_capabilities(spec: "JobSpec", provider: str) -> list[Problem]:
-    """Every place where `spec` asks `provider` for something it cannot do, located in the spec."""
+def check_capabilities(spec: "JobSpec", provider: str) -> list[Finding]:
+    """Every place where `spec` asks `provider` for something it cannot do, as error findings on the spec field."""
     caps = capabilities_of(provider)
-    problems: list[Problem] = []
+    problems: list[Finding] = []
 
     def refuse(loc: tuple, capability: str, what: str, fix: str) -> None:
         reason = caps.why_not.get(capability, f"the {provider} provider cannot do this")
-        problems.append(spec.problem(loc, f"{what}: {reason}", fix))
+        problems.append(Finding(f"capability.{capability}", "error", f"{what}: {reason}", fix,
+                                f"cloudft/capabilities.py: the {provider} provider's capabilities",
+                                ".".join(str(p) for p in loc)))
 
     if spec.compute.spot and not caps.spot:
         refuse(("compute", "spot"), "spot", f"the {provider} provider has no spot capacity",

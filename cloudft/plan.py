@@ -14,7 +14,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from train_entry.config import DataConfig, DistributedConfig, RunConfig, TrainingConfig
 
@@ -23,6 +23,9 @@ from .data.resolve import ResolvedData
 from .planner.result import Estimate
 from .spec import JobSpec, StageSpec
 from .stages import Artifact, StageContext, StageLinks, StageLocations, stage_artifact
+
+if TYPE_CHECKING:
+    from .machine import Machine
 
 #: locate(spec, run_id, context) → where the provider puts the stage
 Locate = Callable[[JobSpec, str, StageContext], StageLocations]
@@ -174,12 +177,13 @@ def _distributed(provider: str, estimate: Estimate) -> DistributedConfig:
 
 
 def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None, locate: Optional[Locate] = None,
-               rerun: bool = False) -> Plan:
+               rerun: bool = False, machine: "Optional[Machine]" = None) -> Plan:
     """Resolve `spec` into a Plan for `provider`.
 
     Data is resolved first (validated, canonical, versioned), then each stage's links and work key; `locate` (the
     provider's) places the stage; the run configs are written; the planner estimates memory, instance and cost
-    from them; the run configs get the chosen world layout. `rerun` gives every stage a fresh work key.
+    from them (local: on `machine`, default this one); the run configs get the chosen world layout. `rerun` gives
+    every stage a fresh work key.
     """
     from .data.check import data_warnings
     from .data.resolve import resolve_stage_data
@@ -205,7 +209,7 @@ def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None, locat
             env_secrets=sorted(spec.secrets),
         )
         drafts.append((loc, links, work_key, rc))
-    estimate = estimate_plan(spec, provider, [d[3] for d in drafts], data)
+    estimate = estimate_plan(spec, provider, [d[3] for d in drafts], data, machine=machine)
     distributed = _distributed(provider, estimate)
     stages = tuple(
         StagePlan(index=i, method=str(specs[i].method), run_config=rc.model_copy(update={"distributed": distributed}),

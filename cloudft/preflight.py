@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Callable, Iterable, Literal, Optional
 from .errors import CloudftError
 
 if TYPE_CHECKING:
+    from .errors import Problem
     from .plan import Plan
+    from .spec import JobSpec
 
 Severity = Literal["error", "warning", "info"]
 
@@ -66,12 +68,17 @@ def run_rules(rules: Iterable[Rule], plan: "Plan") -> list[Finding]:
     return out
 
 
+def problem(spec: "JobSpec", finding: Finding) -> "Problem":
+    """The finding as a located Problem of the spec (file:line:col of its field)."""
+    loc = tuple(int(p) if p.isdigit() else p for p in (finding.field or "").split(".") if p)
+    return spec.problem(loc, finding.message, finding.fix)
+
+
 def where(plan: "Plan", finding: Finding) -> str:
     """`file:line:col: field: ` for a finding about a spec field (empty when it concerns no field)."""
     if not finding.field:
         return ""
-    loc = tuple(int(p) if p.isdigit() else p for p in finding.field.split("."))
-    p = plan.spec.problem(loc, finding.message, finding.fix)
+    p = problem(plan.spec, finding)
     pos = ":".join(str(x) for x in (p.file, p.line, p.column) if x is not None)
     return f"{pos}: {finding.field}: "
 

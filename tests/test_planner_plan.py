@@ -102,7 +102,8 @@ def test_multi_stage_sums_stages_and_dpo_costs_more_per_token(tmp_path):
 
 def test_local_gets_memory_and_this_machine():
     plan = build_plan(_spec(""), "local")
-    assert plan.estimate.memory is not None and plan.estimate.cost is None
+    assert plan.estimate.memory is not None and plan.estimate.cost.billing == "this machine"
+    assert plan.estimate.cost.hours > 0 and plan.estimate.cost.estimated_usd is None  # time here, no bill
     assert plan.estimate.instance.type is None and plan.estimate.instance.chosen == "this machine"
     assert "this machine" in plan.to_dict()["memory"]["device"]
 

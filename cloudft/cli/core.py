@@ -19,7 +19,9 @@ PROVIDER = click.option("--provider", "-p", type=click.Choice(["local", "aws", "
 STACK = click.option("--stack", default=None, help="Read cloud settings from this Pulumi stack's outputs.")
 
 
-def _load(spec_path: str, provider: Optional[str] = None, stack: Optional[str] = None):
+def _load(spec_path: str, provider: Optional[str] = None, stack: Optional[str] = None, section_only: bool = False):
+    """Load the spec and validate it for `provider`. `section_only` (plan, submit): capability problems are left to
+    the preflight, which reports them together with everything else it finds."""
     from ..providers import get_provider
     from ..spec import load_spec
 
@@ -27,7 +29,7 @@ def _load(spec_path: str, provider: Optional[str] = None, stack: Optional[str] =
     prov = get_provider(provider) if provider else None
     if prov is not None:
         prov.stack = stack
-        prov.validate(spec)
+        prov.validate_section(spec) if section_only else prov.validate(spec)
     return spec, prov
 
 
@@ -118,9 +120,9 @@ def plan_cmd(specs: tuple[str, ...], provider: str, stack: Optional[str], as_jso
     """Resolve specs into plans: run configs, data, outputs, and (when known) memory, instance and cost."""
     plans = []
     for path in specs:
-        spec, prov = _load(path, provider, stack)
+        spec, prov = _load(path, provider, stack, section_only=True)
         plan = _plan(spec, prov)
-        plans.append((plan, prov.preflight(plan)))
+        plans.append((plan, prov.checks(plan)))
     if as_json:
         dicts = [{**p.to_dict(), "preflight": [f.to_dict() for f in found]} for p, found in plans]
         print_json(dicts[0] if len(dicts) == 1 else dicts)
@@ -150,13 +152,14 @@ def submit_cmd(spec_path: str, provider: str, stack: Optional[str], detach: bool
     """Validate SPEC, check its data and budget, and start it on the provider."""
     from ..plan import check_before_submit
 
-    spec, prov = _load(spec_path, provider, stack)
-    prov.check_installed()
-    prov.check_submit(spec)
+    spec, prov = _load(spec_path, provider, stack, section_only=True)
     plan = _plan(spec, prov, rerun=rerun)
     from ..preflight import enforce
 
-    notes = enforce(plan, prov.preflight(plan), force=force) + check_before_submit(plan, force=force)
+    notes = check_before_submit(plan, force=force)  # the data and the budget first: the most concrete problems
+    notes += enforce(plan, prov.checks(plan), force=force)
+    prov.check_installed()
+    prov.check_submit(spec)
     for note in notes:
         console().print(f"[yellow]warning:[/] {escape(note)}")
     if dry_run:

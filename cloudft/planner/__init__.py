@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from train_entry.config import RunConfig
 
     from ..data.resolve import ResolvedData
+    from ..machine import Machine
     from ..spec import JobSpec
     from .arch import Arch
     from .catalog import Instance
@@ -110,26 +111,69 @@ def _cost(c: "Candidate", spot: bool, sizes: list) -> CostEstimate:
 
 
 def estimate_plan(spec: "JobSpec", provider: str, stages: "Sequence[RunConfig]",
-                  data: "Sequence[ResolvedData]") -> Estimate:
-    """Memory (every provider), the instance choice and cost (aws, azure) of `stages`; warnings say what is unknown."""
+                  data: "Sequence[ResolvedData]", machine: "Optional[Machine]" = None) -> Estimate:
+    """Memory (every provider), the instance choice, time and cost of `stages` on `provider` (for local: on
+    `machine`, default this one); warnings say what is unknown."""
     from .arch import resolve_arch
+    from .tokens import data_size
 
     found = resolve_arch(spec.base_model, spec.base_dir)
     warnings = list(found.warnings)
     arch = found.arch
     stages = list(stages)
-    if provider not in CLOUD_PROVIDERS:
-        from .estimate import stage_memory
-
-        choice = local_choice(spec)
-        memory = None if arch is None else _memory(
-            arch, stage_memory(arch, stages, 1), choice.distribution,
-            f"this machine ({provider} provider): per-GPU estimate; without a GPU it is system RAM")
-        return Estimate(choice, memory, None, tuple(warnings))
-    from .tokens import data_size
-
     sizes = [data_size(d) for d in data]
+    if provider not in CLOUD_PROVIDERS:
+        from ..machine import this_machine
+
+        if spec.compute.instance_type:
+            warnings.append(f"compute.instance_type ({spec.compute.instance_type}) is not used by the {provider} "
+                            "provider: it runs on this machine")
+        return _estimate_local(spec, provider, arch, stages, sizes, machine or this_machine(), warnings)
     return _estimate_cloud(spec, provider, arch, stages, sizes, warnings)
+
+
+def _estimate_local(spec: "JobSpec", provider: str, arch: "Optional[Arch]", stages: "list[RunConfig]",
+                    sizes: list, machine: "Machine", warnings: list[str]) -> Estimate:
+    """This machine: memory per device (system RAM without a GPU, fp32) and the time from the throughput model."""
+    from .estimate import STARTUP_HOURS, setup_for_stage, stage_memory, workload
+    from .throughput import cpu_tokens_per_second, tokens_per_second
+
+    choice = local_choice(spec)
+    if arch is None:
+        return Estimate(choice, None, None, tuple(warnings))
+    cpu = not machine.has_cuda
+    device = (f"this machine ({provider} provider): system RAM (no CUDA GPU, fp32)" if cpu
+              else f"this machine ({provider} provider): one {machine.gpus[0].name}")
+    memory = _memory(arch, stage_memory(arch, stages, 1, cpu=cpu), choice.distribution, device)
+    gpu = None if cpu else machine.gpus[0].catalog
+    hours, per_stage = 0.0, []
+    for rc, size in zip(stages, sizes):
+        setup = setup_for_stage(rc, 1, cpu)
+        work = workload(rc, size, choice.world_size)
+        if work is None:
+            return Estimate(choice, memory, None, tuple(warnings))
+        if gpu is None and not cpu:
+            warnings.append(f"{machine.gpus[0].name} is not in the planner's GPU table: no time estimate")
+            return Estimate(choice, memory, None, tuple(warnings))
+        speed = cpu_tokens_per_second(arch, setup, machine.cpus) if cpu else \
+            tokens_per_second(arch, setup, gpu, min(choice.gpus, len(machine.gpus)))
+        factor = 3.0 if setup.method == "rl" else 1.0
+        stage_h = work.steps * work.tokens_per_step * factor / speed["tokens_per_s"] / 3600
+        hours += stage_h
+        per_stage.append({"stage": rc.stage, "method": setup.method, "steps": work.steps,
+                          "hours": round(stage_h, 3), "tokens_per_s": speed["tokens_per_s"],
+                          "batching": work.assumption})
+    cost = CostEstimate(
+        hours=round(hours, 3), on_demand_usd=None, spot_usd=None, billing="this machine", estimated_usd=None,
+        tokens_per_s=per_stage[0]["tokens_per_s"] if per_stage else None,
+        steps=sum(s["steps"] for s in per_stage),
+        tokens_from=tuple(sorted({s.source for s in sizes})),
+        assumptions=((f"{machine.cpus} CPU cores" if cpu else machine.gpus[0].name) + ": "
+                     + ("the CPU throughput assumption of docs/planner.md (order of magnitude)" if cpu
+                        else "the GPU throughput model of docs/planner.md"),
+                     f"no {STARTUP_HOURS:g} h start-up: nothing to provision"),
+        stages=tuple(per_stage) if len(per_stage) > 1 else None)
+    return Estimate(choice, memory, cost, tuple(warnings))
 
 
 def _unplanned(spec: "JobSpec", provider: str, why: str, warnings: list[str]) -> InstanceChoice:
@@ -187,7 +231,7 @@ def _estimate_cloud(spec: "JobSpec", provider: str, arch: "Optional[Arch]", stag
             peak = max(m["peak_gb_per_device"] for m in stage_memory(arch, stages, 1))
             hint = f" with a {compute.gpu} GPU" if compute.gpu else ""
             warnings.append(f"no {provider} instance{hint} in the catalog fits this job (estimated peak "
-                            f"{peak:.1f} GB per GPU unsharded){_smaller_hint(arch, spec, stages)}")
+                            f"{peak:.1f} GB per GPU unsharded){smaller_hint(arch, spec, stages)}")
             memory = _memory(arch, stage_memory(arch, stages, 1), "none fits", where)
             choice = _unplanned(spec, provider, "no catalog instance fits", warnings)
             return Estimate(choice, memory, None, tuple(warnings))
@@ -203,7 +247,7 @@ def _estimate_cloud(spec: "JobSpec", provider: str, arch: "Optional[Arch]", stag
                     _cost(chosen, compute.spot, sizes), tuple(warnings))
 
 
-def _smaller_hint(arch: "Arch", spec: "JobSpec", stages: "list[RunConfig]") -> str:
+def smaller_hint(arch: "Arch", spec: "JobSpec", stages: "list[RunConfig]", cpu: bool = False) -> str:
     """What would bring the peak down: gradient checkpointing, then QLoRA (per-device, unsharded)."""
     import dataclasses
 
@@ -215,10 +259,12 @@ def _smaller_hint(arch: "Arch", spec: "JobSpec", stages: "list[RunConfig]") -> s
               {"gradient_checkpointing": True, "peft": "qlora", "quant_bits": 4})]
     hints = []
     for label, change in tries:
-        if spec.peft.type == "none" and "peft" in change:
+        if spec.peft.type in ("none", "qlora") and "peft" in change:
             continue  # QLoRA is a different method, not a memory setting of full fine-tuning
-        peak = max(estimate_memory(arch, dataclasses.replace(setup_for_stage(rc), **change))["peak_gb_per_device"]
-                   for rc in stages)
+        if all(rc.training.gradient_checkpointing for rc in stages) and "peft" not in change:
+            continue  # already on
+        peak = max(estimate_memory(arch, dataclasses.replace(setup_for_stage(rc, cpu=cpu), **change))
+                   ["peak_gb_per_device"] for rc in stages)
         hints.append(f"with {label} the peak would be {peak:.1f} GB")
     return "; " + "; ".join(hints) if hints else ""
 

@@ -24,8 +24,9 @@ RL_FACTOR = 3.0  # online RL: generation costs ~2x the training pass (rough)
 DEFAULT_LOSS = {"sft": "chunked"}  # TRL SFTTrainer's default loss_type is chunked_nll; others hold full logits
 
 
-def setup_for_stage(rc: "RunConfig", shard_devices: int = 1) -> Setup:
-    """The memory/throughput Setup of one stage, read from its run config."""
+def setup_for_stage(rc: "RunConfig", shard_devices: int = 1, cpu: bool = False) -> Setup:
+    """The memory/throughput Setup of one stage, read from its run config (`cpu`: precision auto means fp32, as
+    train_entry.runtime.resolve_precision does without CUDA)."""
     peft, t = rc.peft, rc.training
     quant = None
     if peft.type == "qlora":
@@ -37,7 +38,7 @@ def setup_for_stage(rc: "RunConfig", shard_devices: int = 1) -> Setup:
         target_modules=peft.target_modules,
         modules_to_save=list(peft.modules_to_save or []),
         quant_bits=quant,
-        dtype_bytes=4 if t.precision == "fp32" else 2,
+        dtype_bytes=4 if t.precision == "fp32" or (cpu and t.precision == "auto") else 2,
         optimizer=t.optimizer,
         seq_len=t.max_length,
         micro_batch=t.per_device_batch_size,
@@ -117,9 +118,9 @@ class Candidate:
         return self.hours * self.instance.spot_per_hour * self.count
 
 
-def stage_memory(arch: Arch, stages: "list[RunConfig]", shard: int) -> list[dict[str, float]]:
+def stage_memory(arch: Arch, stages: "list[RunConfig]", shard: int, cpu: bool = False) -> list[dict[str, float]]:
     """Memory estimate of each stage with weights sharded over `shard` devices (1: data parallel)."""
-    return [estimate_memory(arch, setup_for_stage(rc, shard)) for rc in stages]
+    return [estimate_memory(arch, setup_for_stage(rc, shard, cpu)) for rc in stages]
 
 
 def describe_strategy(strategy: str, world: int) -> str:

@@ -21,6 +21,10 @@ QLORA_SPEED = 0.85  # NF4 dequantisation overhead (LLaMA-Factory: ~equal; short 
 DORA_SPEED = 1 / 1.26  # PEFT MetaMathQA: DoRA +26% time vs LoRA
 DP_EFFICIENCY = {1: 1.0, 2: 0.95, 4: 0.92, 8: 0.90}  # data-parallel scaling inside one node
 MULTI_NODE_EFFICIENCY = 0.85
+# CPU training (the local provider without a GPU), fp32: GEMMs reach tens of GFLOP/s per core with AVX2/AVX-512,
+# but small matrices, the optimizer step and Python overhead keep training near a tenth of that (assumption;
+# docs/planner.md). An order-of-magnitude figure: it decides "minutes" from "days", not a schedule.
+CPU_FLOPS_PER_CORE = 1.0e10
 # Compute per policy token relative to SFT: reference pass (DPO/KTO: one extra forward = +2N per token).
 REFERENCE_FORWARD_FLOPS = 2
 
@@ -38,6 +42,15 @@ def flops_per_token(arch: Arch, setup: Setup) -> float:
     attention = k * arch.layers * setup.seq_len * arch.q_dim  # 6·L·S·h for full FT, causal not halved
     ref = REFERENCE_FORWARD_FLOPS * arch.active_params if setup.method in ("dpo", "kto", "rl") else 0
     return k * arch.active_params + attention + ref
+
+
+def cpu_tokens_per_second(arch: Arch, setup: Setup, cores: int) -> dict[str, Any]:
+    """Throughput of training on `cores` CPU cores (the local provider on a machine without a GPU)."""
+    flops = flops_per_token(arch, setup)
+    total = CPU_FLOPS_PER_CORE * max(cores, 1) / flops
+    return {"tokens_per_s_per_gpu": round(total, 3), "tokens_per_s": round(total, 3), "hfu_assumed": None,
+            "flops_per_token": f"{flops:.3g}", "k": flops_multiplier(setup),
+            "device": f"{cores} CPU cores at ~{CPU_FLOPS_PER_CORE / 1e9:g} GFLOP/s each (assumption)"}
 
 
 def tokens_per_second(arch: Arch, setup: Setup, gpu: str, gpus: int = 1, nodes: int = 1) -> dict[str, Any]:

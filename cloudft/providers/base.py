@@ -62,10 +62,11 @@ class Provider(ABC):
         SpecError with file:line:col). Must not call the cloud. Subclasses extend `validate_section`."""
         from ..capabilities import check_capabilities
         from ..errors import SpecError
+        from ..preflight import problem
 
-        problems = check_capabilities(spec, self.name)
-        if problems:
-            raise SpecError(problems)
+        found = check_capabilities(spec, self.name)
+        if found:
+            raise SpecError([problem(spec, f) for f in found])
         self.validate_section(spec)
 
     def validate_section(self, spec: "JobSpec") -> None:
@@ -75,8 +76,15 @@ class Provider(ABC):
         """What submitting (not planning) needs on top of `validate`, e.g. a bucket and a role (raises)."""
 
     def preflight(self, plan: "Plan") -> "list[Finding]":
-        """The provider's documented rules checked on the plan (cloudft.preflight); no cloud calls."""
+        """The provider's documented rules checked on the plan (cloudft.preflight); no cloud calls. The capability
+        checks are added by `checks(plan)`; providers override this with their own rules."""
         return []
+
+    def checks(self, plan: "Plan") -> "list[Finding]":
+        """Everything checked before a submit: what the provider cannot do (capabilities), then its own rules."""
+        from ..capabilities import check_capabilities
+
+        return check_capabilities(plan.spec, self.name) + self.preflight(plan)
 
     def locate(self, spec: "JobSpec", run_id: str, stage: "StageContext") -> "StageLocations":
         """Where one stage reads and writes: output, checkpoint and data as the trainer sees them (and, for cloud

@@ -28,7 +28,9 @@ from ..stages import StageLocations
 from .base import Provider
 
 if TYPE_CHECKING:
+    from ..machine import Machine
     from ..plan import Plan
+    from ..preflight import Finding
     from ..spec import JobSpec
     from ..stages import StageContext
 
@@ -39,6 +41,23 @@ class LocalProvider(Provider):
     name = "local"
     requires = (("torch", "train"), ("transformers", "train"), ("peft", "train"), ("trl", "train"))
     handle_type = LocalHandle
+
+    def __init__(self, machine: "Optional[Machine]" = None) -> None:
+        self._machine = machine
+
+    @property
+    def machine(self) -> "Machine":
+        """The machine runs start on (this one unless given)."""
+        from ..machine import this_machine
+
+        return self._machine or this_machine()
+
+    def preflight(self, plan: "Plan") -> "list[Finding]":
+        """Model, secrets, memory, GPU and time on this machine (cloudft.providers.local_preflight)."""
+        from ..preflight import run_rules
+        from .local_preflight import local_rules
+
+        return run_rules(local_rules(self.machine), plan)
 
     def run_dir(self, spec: "JobSpec", run_id: str) -> Path:
         base = Path(spec.outputs.dir)
