@@ -362,20 +362,21 @@ class Pipeline:
                 raise shape_error(name, raw, self.opt.method, detection)
             self.source_format = detection.best
         fmt = REGISTRY[self.source_format]
-        if self.summary.format is None:
-            kinds = METHOD_KINDS.get(self.opt.method, tuple(SOURCE_TO_CANONICAL.values()))
-            if fmt.canonical not in kinds:
-                raise CloudftError(
-                    f"{name}: {fmt.name} records ({fmt.canonical}), but the '{self.opt.method}' method "
-                    f"trains on {' or '.join(kinds)} data",
-                    hint=f"give this stage {kinds[0]} data, or set data.format if the detection is wrong")
-            self.summary.format = fmt.canonical
         unused: Counter = Counter()
         for obj in mapped:
             unused.update(fmt.unused(obj))
         targets = [c for c in unused if looks_like_target(c.split(".")[-1])]
         if targets:
             raise unused_target_error(name, fmt.name, targets, raw, self.opt.method)
+        if self.summary.format is None:
+            kinds = METHOD_KINDS.get(self.opt.method, tuple(SOURCE_TO_CANONICAL.values()))
+            if fmt.canonical not in kinds:
+                raise CloudftError(
+                    f"{name}: {fmt.name} records ({fmt.canonical}), but the '{self.opt.method}' method "
+                    f"trains on {' or '.join(kinds)} data",
+                    hint=f"give this stage {kinds[0]} data, or set data.format if the detection is wrong"
+                         + _mapping_hint(raw, self.opt.method))
+            self.summary.format = fmt.canonical
         if self.form is None and _two_forms(fmt.name):
             for obj in mapped:
                 try:
@@ -502,19 +503,24 @@ def _two_forms(fmt: Optional[str]) -> bool:
     return REGISTRY[fmt or "prompt_completion"].canonical in ("prompt_completion", "preference", "kto")
 
 
-def unused_target_error(name: str, fmt: str, targets: list[str], raw: list[dict], method: str) -> CloudftError:
-    """The refusal for label- or target-like columns the format does not read, with a mapping read from the data."""
+def _mapping_hint(raw: list[dict], method: str) -> str:
+    """'; or map the columns: ...' when the data suggests a mapping with a label or an answer column."""
     from .formats import render_mapping, suggest_mapping
 
     mapping, notes = suggest_mapping(raw, method)
-    example = ""
-    if any(k in mapping for k in ("label", "response_a", "completion", "chosen")):
-        example = f" (e.g. data.columns: {render_mapping(mapping)[0]}{'; ' + '; '.join(notes) if notes else ''})"
+    if not any(k in mapping for k in ("label", "response_a", "completion", "chosen")):
+        return ""
+    return f"; or map the columns: data.columns: {render_mapping(mapping)[0]}" + ("; " + "; ".join(notes) if notes
+                                                                                  else "")
+
+
+def unused_target_error(name: str, fmt: str, targets: list[str], raw: list[dict], method: str) -> CloudftError:
+    """The refusal for label- or target-like columns the format does not read, with a mapping read from the data."""
     return CloudftError(
         f"{name}: {', '.join(targets)}: looks like a label or a target, but the {fmt} format does not read it, so "
         "training would silently drop it",
-        hint=f"map it in data.columns{example}, set data.format if another format reads it, or list it in "
-             "data.ignore_columns (--ignore-columns) to leave it out on purpose. Formats: docs/data.md")
+        hint=f"set data.format if another format reads it, list it in data.ignore_columns (--ignore-columns) to "
+             f"leave it out on purpose{_mapping_hint(raw, method)}. Formats: docs/data.md")
 
 
 def advice(splits: dict[str, int], fmt: Optional[str] = None) -> list[str]:

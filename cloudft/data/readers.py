@@ -362,8 +362,7 @@ def _iter_json_array(path: Path, name: str, warn: Warn) -> Iterator[RawItem]:
 
 
 def _iter_csv(path: Path, name: str, delimiter: str, warn: Warn) -> Iterator[RawItem]:
-    if csv.field_size_limit() < MAX_CSV_CELL:
-        csv.field_size_limit(MAX_CSV_CELL)
+    csv.field_size_limit(MAX_CSV_CELL)  # process-wide: the csv module has no per-reader limit
     with open_binary(path, name) as raw_fh:
         head = raw_fh.peek(3)[:3] if hasattr(raw_fh, "peek") else b""
         if head == BOM:

@@ -42,6 +42,8 @@ class TokenCounter:
         """
         prompt = record.get("prompt")
         tools = record.get("tools")
+        if isinstance(tools, str):  # canonical records keep tool schemas as JSON text
+            tools = json.loads(tools)
         if "messages" in record:
             return [self._chat(record["messages"], tools)]
         if "text" in record:
@@ -53,7 +55,9 @@ class TokenCounter:
 
     def _chat(self, messages: list[dict], tools: Optional[list] = None) -> tuple[str, bool]:
         if self._render is not None:
-            return self._render(messages, tools), False
+            from train_entry.data import restore_messages  # call arguments decoded, as train_entry renders them
+
+            return self._render(restore_messages(messages), tools), False
         return plain_chat(messages, tools), True
 
     def lengths(self, records: Sequence[dict]) -> list[int]:

@@ -22,14 +22,14 @@ from . import (alpaca, axolotl, cloud_samples, hh_rlhf, kto, messages, openai_pr
                preference, prompt_completion, sharegpt, text)
 from .base import CANONICAL, REGISTRY, SourceFormat, check_chars, looks_like_target
 from .chat import check_turn_order, has_tool_content
-from .detect import Detection, rank, shape_error, suggest_mapping, unused_report
+from .detect import Detection, rank, render_mapping, shape_error, suggest_mapping, unused_report
 from .hh_rlhf import split_hh_dialog
 from .mapping import check_columns, make_mapper, source_field
 
 __all__ = ["CANONICAL", "REGISTRY", "SourceFormat", "RecordError", "Detection", "METHOD_KINDS",
            "SOURCE_TO_CANONICAL", "check_chars", "check_columns", "check_turn_order", "detect_format",
            "has_tool_content", "looks_like_target", "make_mapper", "normalise", "prompt_key", "rank",
-           "record_parts", "record_text", "shape_error", "source_field", "split_hh_dialog", "suggest_mapping",
+           "record_parts", "record_text", "render_mapping", "shape_error", "source_field", "split_hh_dialog", "suggest_mapping",
            "unused_report", "all_keys", "check_form", "form_of", "note_unused"]
 
 SOURCE_TO_CANONICAL = {name: fmt.canonical for name, fmt in REGISTRY.items()}
@@ -74,7 +74,8 @@ def _text_of(value: Any) -> str:
         parts.append(m.get("content", ""))
         for call in m.get("tool_calls", ()):
             fn = call["function"]
-            parts.append(f"{fn['name']} {json.dumps(fn['arguments'], ensure_ascii=False, sort_keys=True)}")
+            args = fn["arguments"]
+            parts.append(f"{fn['name']} {args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)}")
     return "\n".join(p for p in parts if p)
 
 

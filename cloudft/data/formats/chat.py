@@ -1,10 +1,15 @@
 """Chat messages with tool calling, as TRL and transformers' chat templates take them.
 
 Canonical message: `{"role": system|user|assistant|tool, "content": str}`; an assistant message may carry
-`tool_calls: [{"type": "function", "function": {"name", "arguments": {...}}, "id"?}]` (content may then be
-empty) and `weight: 0` (OpenAI: not trained on); a tool message may carry `name` and `tool_call_id`. The tools a
-conversation may call are a record-level `tools: [{"type": "function", "function": {"name", ...}}]`
+`tool_calls: [{"type": "function", "function": {"name", "arguments"}, "id"?}]` (content may then be empty) and
+`weight: 0` (OpenAI: not trained on); a tool message may carry `name` and `tool_call_id`. The tools a
+conversation may call are a record-level `tools` list of `{"type": "function", "function": {"name", ...}}`
 (https://huggingface.co/docs/trl/dataset_formats#tool-calling, OpenAI's chat fine-tuning format with tools).
+
+`tools` and each call's `arguments` are kept as JSON text, as OpenAI writes arguments and LLaMA-Factory writes
+tools: the canonical file sorts object keys, and a schema's or an argument object's key order is part of the
+text the model sees (chat templates render them with `tojson`). TRL's trainers read `tools` given as JSON text;
+train_entry decodes both before rendering.
 
 Turn order: [system], then user → assistant; an assistant that calls tools → one or more tool results →
 assistant; an assistant that does not → user.
@@ -14,8 +19,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
+import json
+
 from ..problems import RecordError
-from .base import check_depth, parse_json_text
+from .base import check_chars, check_depth, parse_json_text
 
 ROLES = ("system", "user", "assistant", "tool")
 NEXT = {"user": ("assistant",), "assistant": ("user",), "call": ("tool",), "tool": ("tool", "assistant")}
@@ -68,10 +75,11 @@ def tool_call(call: Any, where: str, declared: Optional[set[str]]) -> dict:
         raise RecordError(f"{where}.arguments", "wrong_type",
                           f"arguments must be a JSON object, got {type(args).__name__}")
     check_depth(args, f"{where}.arguments")
+    check_chars(args)
     if declared is not None and name not in declared:
         raise RecordError(f"{where}.name", "unknown_tool",
                           f"calls '{name}', which is not among the record's tools ({', '.join(sorted(declared))})")
-    out: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": args}}
+    out: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": json_text(args)}}
     if isinstance(call.get("id"), str):
         out["id"] = call["id"]
     return out
@@ -169,10 +177,16 @@ def check_turn_order(msgs: list[dict], field: str, *, last: Optional[Iterable[st
                           f"the last turn must be '{' or '.join(allowed)}'")
 
 
+def json_text(value: Any) -> str:
+    """JSON text that keeps the value's key order (see the module docstring)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def with_tools(record: dict, tools: Optional[list[dict]]) -> dict:
-    """The record with its tool schemas (only when there are some)."""
+    """The record with its tool schemas as JSON text (only when there are some)."""
     if tools:
-        record["tools"] = tools
+        check_chars({"tools": tools})
+        record["tools"] = json_text(tools)
     return record
 
 
