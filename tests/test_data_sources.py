@@ -261,3 +261,19 @@ def test_csv_cells_holding_json_work_for_new_formats(tmp_path):
     rows = [{"messages": r["messages"], "label": r["label"]} for r in LF_KTO_MESSAGES]
     s, out = _prepare(tmp_path, rows, "kto", writer=write_csv)
     assert s.records_out == 2 and out[0]["label"] is False
+
+
+def test_docs_table_is_generated_from_the_registry():
+    from cloudft.data.formats.doc import BEGIN, END, render
+    from helpers import REPO
+
+    text = (REPO / "docs" / "data.md").read_text()
+    block = text[text.index(BEGIN) + len(BEGIN):text.index(END)]
+    assert block.strip() == render().strip(), "run `python -m cloudft.data.formats.doc --write`"
+    assert all(f"| `{name}` |" in block for name in REGISTRY)
+
+
+def test_run_config_formats_are_the_registry():
+    from train_entry.config import DataFormat
+
+    assert {f.value for f in DataFormat} == {"auto", *REGISTRY}

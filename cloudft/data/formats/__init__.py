@@ -27,7 +27,7 @@ from .hh_rlhf import split_hh_dialog
 from .mapping import check_columns, make_mapper, source_field
 
 __all__ = ["CANONICAL", "REGISTRY", "SourceFormat", "RecordError", "Detection", "METHOD_KINDS",
-           "SOURCE_TO_CANONICAL", "check_chars", "check_columns", "check_turn_order", "detect_format",
+           "SOURCE_TO_CANONICAL", "check_chars", "check_columns", "check_turn_order",
            "has_tool_content", "looks_like_target", "make_mapper", "normalise", "prompt_key", "rank",
            "record_parts", "record_text", "render_mapping", "shape_error", "source_field", "split_hh_dialog", "suggest_mapping",
            "unused_report", "all_keys", "check_form", "form_of", "note_unused"]
@@ -44,13 +44,6 @@ METHOD_KINDS: dict[str, tuple[str, ...]] = {
 def all_keys() -> set[str]:
     """Every key some format reads (the names data.columns may map to)."""
     return {k for fmt in REGISTRY.values() for k in fmt.keys}
-
-
-def detect_format(obj: Any) -> Optional[str]:
-    """The best-fitting source format of one (mapped) record, or None when its keys fit none."""
-    if not isinstance(obj, dict):
-        return None
-    return rank([obj]).best
 
 
 def normalise(obj: Any, fmt: str, *, prompt_only: bool = False, chars: bool = True) -> dict:

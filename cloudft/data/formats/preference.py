@@ -60,6 +60,10 @@ def convert(obj: dict, prompt_only: bool = False) -> dict:
         p, c, r = _implicit_text(c, r)
         if not p.strip():
             raise RecordError("prompt", "empty_prompt", "no prompt, and chosen and rejected share no leading text")
+        for key, value in (("chosen", c), ("rejected", r)):
+            if not value.strip():
+                raise RecordError(key, "empty_field", f"'{key}' holds nothing after the text it shares with the "
+                                                      "other answer (the implicit prompt)")
     else:
         p = text(obj, "prompt", empty_reason="empty_prompt")
     return standard(p, c, r)
