@@ -72,14 +72,19 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+def replace_block(doc: Path, begin: str, end: str, content: str) -> bool:
+    """Replace the text between the `begin` and `end` markers in `doc`; returns True when it changed."""
+    text = doc.read_text()
+    start, stop = text.index(begin) + len(begin), text.index(end)
+    new = text[:start] + "\n" + content + text[stop:]
+    if new != text:
+        doc.write_text(new)
+    return new != text
+
+
 def write_readme(readme: Path) -> bool:
     """Replace the generated block in `readme`; returns True when it changed."""
-    text = readme.read_text()
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    new = text[:start] + "\n" + render() + text[end:]
-    if new != text:
-        readme.write_text(new)
-    return new != text
+    return replace_block(readme, BEGIN, END, render())
 
 
 if __name__ == "__main__":

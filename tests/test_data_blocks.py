@@ -74,3 +74,26 @@ def test_block_path_gzip_matches_run(tmp_path, monkeypatch):
     gz.write_bytes(gzip.compress(plain.read_bytes()))
     opts = dict(holdout={"validation": 0.1}, batch_size=10)
     assert _run(tmp_path, [(gz, "train")], Options(**opts), True) == _run(tmp_path, [(gz, "train")], Options(**opts), False)
+
+
+def test_block_path_matches_run_with_unused_columns_and_repeated_keys(tmp_path, monkeypatch):
+    """The unused-column report, late target-like columns and repeated keys agree between the two paths."""
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 800)
+    lines = []
+    for i in range(300):
+        rec = {"prompt": f"question {i}?", "completion": f" answer {i}"}
+        if i % 7 == 0:
+            rec["id"] = i
+        if i == 250:
+            rec["score"] = 3  # target-like, first seen after the detection window: that record quarantined
+        line = json.dumps(rec)
+        if i % 41 == 3:
+            line = line[:-1] + ', "prompt": "again"}'
+        lines.append(line)
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    ref = _run(tmp_path, [(path, "train")], Options(batch_size=9), reference=True)
+    got = _run(tmp_path, [(path, "train")], Options(batch_size=9), reference=False)
+    assert got == ref
+    assert ref[0]["counts"]["unused_column"] == 1 and ref[0]["counts"]["duplicate_key"] == 8
+    assert ref[0]["counts"]["unused_target"] == 1

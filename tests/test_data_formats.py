@@ -98,7 +98,7 @@ def test_column_mapping_and_pairwise_label(tmp_path):
     s, _ = prepare_files([(path, "train")], Options(method="dpo", columns=cols), tmp_path / "o2")
     out = [json.loads(x) for x in (tmp_path / "o2" / "train.jsonl").read_text().splitlines()]
     assert [(r["chosen"], r["rejected"]) for r in out] == [("B!", "A!"), ("A2", "B2")]
-    assert [(p.line, p.field, p.reason) for p in s.problems] == [(3, "winner", "wrong_type")]
+    assert [(p.line, p.field, p.reason) for p in s.problems] == [(3, "winner", "wrong_label")]
     # errors name the user's column, not the canonical one
     path = write_jsonl(tmp_path / "se2.jsonl", [{"question": "", "response_j": "g", "response_k": "b"}])
     s = validate_files([(path, "train")], Options(method="dpo", columns={"prompt": "question", "chosen":

@@ -71,9 +71,12 @@ def test_submit_check_refuses_errors_and_force_trains_on_clean_records(tmp_path)
     assert any("--force: training on 3 clean records" in w for w in notes)
     assert any("prompting" in w for w in plan.warnings)  # < 50 examples: the advice is a plan warning
     assert len(plan.to_dict()["warnings"]) == len(set(plan.to_dict()["warnings"]))  # each warning once
-    empty = write_spec(tmp_path, str(corpus["empty"]["path"]))
+    unusable = tmp_path / "unusable.jsonl"
+    unusable.write_text('{"prompt": ""}\n{not json\n')
     with pytest.raises(CloudftError, match="no usable training records"):
-        check_before_submit(_plan(empty), force=True)
+        check_before_submit(_plan(write_spec(tmp_path, str(unusable))), force=True)
+    with pytest.raises(CloudftError, match="no records: the file is empty"):  # refused while planning
+        _plan(write_spec(tmp_path, str(corpus["empty"]["path"])))
 
 
 def test_cloud_uri_passes_through(tmp_path):

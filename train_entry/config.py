@@ -11,7 +11,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator,
+                      model_validator)
 
 RUN_CONFIG_SCHEMA_VERSION = 1
 
@@ -91,15 +92,35 @@ class PeftConfig(StrictModel):
 
 
 class DataFormat(str, Enum):
+    """Source formats `cloudft data` reads (cloudft/data/formats: one module per format family, docs/data.md).
+
+    train_entry itself reads the canonical ones (prompt_completion, messages, text, preference, kto)."""
+
     auto = "auto"
     prompt_completion = "prompt_completion"
-    alpaca = "alpaca"
     messages = "messages"
-    sharegpt = "sharegpt"
     text = "text"
     preference = "preference"
-    hh_rlhf = "hh_rlhf"
     kto = "kto"
+    alpaca = "alpaca"
+    alpaca_conversational = "alpaca_conversational"
+    alpaca_preference = "alpaca_preference"
+    alpaca_kto = "alpaca_kto"
+    sharegpt = "sharegpt"
+    sharegpt_preference = "sharegpt_preference"
+    sharegpt_kto = "sharegpt_kto"
+    messages_kto = "messages_kto"
+    messages_preference = "messages_preference"
+    openai_preference = "openai_preference"
+    hh_rlhf = "hh_rlhf"
+    axolotl_input_output = "axolotl_input_output"
+    axolotl_chatml_intel = "axolotl_chatml_intel"
+    axolotl_chatml_icr = "axolotl_chatml_icr"
+    axolotl_chatml_argilla = "axolotl_chatml_argilla"
+    axolotl_oasst = "axolotl_oasst"
+    axolotl_gpteacher = "axolotl_gpteacher"
+    azureml_text_generation = "azureml_text_generation"
+    sagemaker_instruction = "sagemaker_instruction"
 
 
 class DataConfig(StrictModel):
@@ -108,8 +129,13 @@ class DataConfig(StrictModel):
     train: str = Field(..., description="Training data: a local path or an s3:// / azureml:// URI.")
     validation: Optional[str] = Field(None, description="Held-out data (same shape as train).")
     format: DataFormat = Field(DataFormat.auto, description="Record shape; 'auto' detects it.")
-    columns: Optional[dict[str, str]] = Field(
-        None, description="Map canonical names to your columns, e.g. {prompt: question, chosen: response_j}."
+    columns: Optional[dict[str, Union[StrictBool, StrictInt, StrictFloat, str]]] = Field(
+        None, description="Map a format's names to your columns, e.g. {prompt: question, chosen: response_j}; "
+                          "a template joins columns, {prompt: \"{instruction}\\n\\n{input}\"}; pairwise: "
+                          "{response_a: a, response_b: b, label: winner, label_a: 1, label_b: 2}.",
+    )
+    ignore_columns: list[str] = Field(
+        default_factory=list, description="Columns left out on purpose (not reported as unused, never refused)."
     )
     validation_split: float = Field(
         0.0, ge=0.0, lt=0.5, description="Hold out this fraction of train when no validation file is given."
@@ -118,6 +144,15 @@ class DataConfig(StrictModel):
         None, gt=0, le=1, description="Drop near-duplicates above this MinHash Jaccard similarity (e.g. 0.9)."
     )
     pii_check: bool = Field(False, description="Warn about e-mails, phone numbers and cloud keys in the data.")
+
+    @field_validator("columns")
+    @classmethod
+    def _column_values(cls, v: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        for key, value in (v or {}).items():
+            if key not in ("label_a", "label_b") and not isinstance(value, str):
+                raise ValueError(f"{key}: give a column name (or a template) as text; only label_a and label_b "
+                                 "take numbers or true/false")
+        return v
 
 
 class Precision(str, Enum):

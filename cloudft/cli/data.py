@@ -19,16 +19,19 @@ from .output import console, print_json
 SHOWN_PROBLEMS = 20
 
 
-def _columns(value: Optional[str]) -> Optional[dict[str, str]]:
-    """'prompt=question,chosen=response_j' or a JSON object → {canonical: column}."""
+def _columns(value: Optional[str]) -> Optional[dict[str, Any]]:
+    """'prompt=question,chosen=response_j' or a JSON object → {format name: column, template or label value}."""
     if not value:
         return None
     if value.lstrip().startswith("{"):
         try:
             data = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise CloudftError(f"--columns: invalid JSON ({exc.msg})", hint='e.g. --columns \'{"prompt": "q"}\'')
-        return {str(k): str(v) for k, v in data.items()}
+        except (ValueError, RecursionError) as exc:
+            raise CloudftError(f"--columns: invalid JSON ({str(exc)[:80]})",
+                               hint='e.g. --columns \'{"prompt": "{instruction}\\n\\n{input}"}\'') from None
+        if not isinstance(data, dict):
+            raise CloudftError("--columns: give a JSON object", hint='e.g. --columns \'{"prompt": "q"}\'')
+        return {str(k): v if isinstance(v, (str, int, float, bool)) else str(v) for k, v in data.items()}
     out = {}
     for part in value.split(","):
         key, sep, col = part.partition("=")
@@ -38,13 +41,22 @@ def _columns(value: Optional[str]) -> Optional[dict[str, str]]:
     return out
 
 
+def _format_names() -> list[str]:
+    from train_entry.config import DataFormat
+
+    return [f.value for f in DataFormat]
+
+
 def common_options(fn):
     """Options shared by validate, prepare and stats (file mode; a spec sets them itself)."""
     opts = [
-        click.option("--format", "fmt", default="auto", show_default=True,
-                     type=click.Choice(["auto", "prompt_completion", "alpaca", "messages", "sharegpt", "text",
-                                        "preference", "hh_rlhf", "kto"]), help="Record shape (files only)."),
-        click.option("--columns", default=None, help="Column mapping: prompt=question,chosen=response_j,... or JSON."),
+        click.option("--format", "fmt", default="auto", show_default=True, type=click.Choice(_format_names()),
+                     help="Source format (files only; docs/data.md lists them)."),
+        click.option("--columns", default=None,
+                     help="Column mapping: prompt=question,chosen=response_j,... or JSON (templates: "
+                          '\'{"prompt": "{instruction}\\n\\n{input}"}\').'),
+        click.option("--ignore-columns", "ignore_columns", default=None,
+                     help="Columns to leave out on purpose, comma-separated (not reported, never refused)."),
         click.option("--method", default="any", show_default=True,
                      type=click.Choice(["any", "sft", "dpo", "orpo", "kto", "reward", "rl"]),
                      help="What the data trains (decides the expected kind); 'any' accepts every kind."),
@@ -62,7 +74,7 @@ def _is_spec(paths: tuple[str, ...]) -> bool:
 
 
 def _file_options(fmt: str, columns: Optional[str], method: str, tokenizer_dir: Optional[str],
-                  max_length: Optional[int], **extra: Any):
+                  max_length: Optional[int], ignore_columns: Optional[str] = None, **extra: Any):
     from ..data.pipeline import Options
     from ..data.tokens import TokenCounter
 
@@ -73,8 +85,9 @@ def _file_options(fmt: str, columns: Optional[str], method: str, tokenizer_dir: 
                            hint="point --tokenizer at a model directory that has tokenizer.json")
     if max_length and counter is None:
         note += f" (only records over {max_length} x 64 characters are rejected as too long)"
+    ignore = tuple(c.strip() for c in (ignore_columns or "").split(",") if c.strip())
     return Options(format=fmt, columns=_columns(columns), method=method, max_length=max_length, counter=counter,
-                   tokenizer_note=note, **extra)
+                   tokenizer_note=note, ignore=ignore, **extra)
 
 
 def _jobs(paths: tuple[str, ...], validation: Optional[str], file_opts: dict[str, Any], extra: dict[str, Any]):
@@ -130,7 +143,8 @@ def _render(label: str, summary) -> None:
 def _finish(results: list[dict[str, Any]], as_json: bool, strict: bool, fail_on_errors: bool) -> None:
     if as_json:
         print_json(results[0] if len(results) == 1 else results)
-    failed = any(r["problems_total"] if strict else (r["errors"] and fail_on_errors) for r in results)
+    failed = any(r.get("error") or (r["problems_total"] if strict else (r["errors"] and fail_on_errors))
+                 for r in results)
     if failed:
         if not as_json:
             why = "problems found (--strict)" if strict else "records with errors"
@@ -152,27 +166,53 @@ def data_group() -> None:
 @click.option("--pii", is_flag=True, help="Warn about e-mails, phone numbers and credentials.")
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable summary.")
 @click.option("--strict", is_flag=True, help="Fail on any problem (also duplicates and warnings).")
-def validate_cmd(paths: tuple[str, ...], fmt: str, columns: Optional[str], method: str,
-                 tokenizer_dir: Optional[str], max_length: Optional[int], validation: Optional[str],
+def validate_cmd(paths: tuple[str, ...], fmt: str, columns: Optional[str], ignore_columns: Optional[str],
+                 method: str, tokenizer_dir: Optional[str], max_length: Optional[int], validation: Optional[str],
                  quarantine: Optional[str], pii: bool, as_json: bool, strict: bool) -> None:
     """Check data files (or a spec's data): every problem with file, line, field, reason and fix.
 
     Several PATHS form one dataset (same format); check files of different kinds in separate calls.
-    Exits 1 when a record has errors (with --strict: on any problem)."""
+    Exits 1 when a record has errors or a file is refused (with --strict: on any problem). With --json the
+    summary is always printed; a refused file's summary has `error` {message, hint}."""
     from ..data.store import validate_files
 
-    file_opts = dict(fmt=fmt, columns=columns, method=method, tokenizer_dir=tokenizer_dir, max_length=max_length)
+    file_opts = dict(fmt=fmt, columns=columns, method=method, tokenizer_dir=tokenizer_dir, max_length=max_length,
+                     ignore_columns=ignore_columns)
     results = []
-    jobs = _jobs(paths, validation, file_opts, {"pii": pii or None})
+    try:
+        jobs = _jobs(paths, validation, file_opts, {"pii": pii or None})
+    except CloudftError as exc:
+        if not as_json:
+            raise
+        jobs, results = [], [_refused(exc)]
     for n, (label, sources, opts) in enumerate(jobs):
         qpath = Path(quarantine) if quarantine else None
         if qpath and len(jobs) > 1:
             qpath = qpath.with_name(f"{qpath.stem}-stage{n}{qpath.suffix}")
-        summary = validate_files(sources, opts, qpath)
+        try:
+            summary = validate_files(sources, opts, qpath)
+        except CloudftError as exc:
+            if not as_json:
+                raise
+            results.append(_refused(exc, label))
+            continue
         if not as_json:
             _render(label, summary)
         results.append(summary.to_dict())
     _finish(results, as_json, strict, fail_on_errors=True)
+
+
+def _refused(exc: CloudftError, label: Optional[str] = None) -> dict[str, Any]:
+    """The --json summary of a dataset that was refused as a whole (unreadable format, empty file, ...)."""
+    from ..data.problems import Summary
+
+    partial = getattr(exc, "summary", None)
+    out = partial.to_dict() if partial is not None else Summary().to_dict()
+    if label:
+        out["source"] = label
+    out["error"] = {"message": exc.message, "hint": exc.hint}
+    out["errors"] = max(out["errors"], 1)
+    return out
 
 
 @data_group.command("prepare")
@@ -188,10 +228,10 @@ def validate_cmd(paths: tuple[str, ...], fmt: str, columns: Optional[str], metho
 @click.option("--pii", is_flag=True, help="Warn about e-mails, phone numbers and credentials.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest (with its validation summary) as JSON.")
 @click.option("--strict", is_flag=True, help="Fail (exit 1) on any problem; with --out, nothing is left behind.")
-def prepare_cmd(paths: tuple[str, ...], fmt: str, columns: Optional[str], method: str, tokenizer_dir: Optional[str],
-                max_length: Optional[int], out_dir: Optional[str], validation: Optional[str],
-                validation_split: Optional[float], test_split: Optional[float], near_dup: float, pii: bool,
-                as_json: bool, strict: bool) -> None:
+def prepare_cmd(paths: tuple[str, ...], fmt: str, columns: Optional[str], ignore_columns: Optional[str],
+                method: str, tokenizer_dir: Optional[str], max_length: Optional[int], out_dir: Optional[str],
+                validation: Optional[str], validation_split: Optional[float], test_split: Optional[float],
+                near_dup: float, pii: bool, as_json: bool, strict: bool) -> None:
     """Normalise to canonical JSONL, dedupe (exact + near), split by hash, check leakage, and version it."""
     from ..data.store import prepare_files, prepare_into_store
 
@@ -201,7 +241,11 @@ def prepare_cmd(paths: tuple[str, ...], fmt: str, columns: Optional[str], method
     holdout = {k: v for k, v in (("validation", validation_split), ("test", test_split)) if v}
     if validation and validation_split:
         raise CloudftError("give --validation or --validation-split, not both", hint="drop one of them")
-    file_opts = dict(fmt=fmt, columns=columns, method=method, tokenizer_dir=tokenizer_dir, max_length=max_length)
+    if not 0 <= near_dup <= 1:
+        raise CloudftError(f"--near-dup {near_dup}: a Jaccard similarity in [0, 1] (0 turns it off)",
+                           hint="e.g. --near-dup 0.9")
+    file_opts = dict(fmt=fmt, columns=columns, method=method, tokenizer_dir=tokenizer_dir, max_length=max_length,
+                     ignore_columns=ignore_columns)
     extra = {"near_dup": near_dup or None, "pii": pii or None, "holdout": holdout or None}
     jobs = _jobs(paths, validation, file_opts, extra)
     results = []
@@ -226,15 +270,16 @@ def prepare_cmd(paths: tuple[str, ...], fmt: str, columns: Optional[str], method
 @common_options
 @click.option("--png", "png", default=None, type=click.Path(dir_okay=False), help="Write the length histogram here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
-def stats_cmd(paths: tuple[str, ...], fmt: str, columns: Optional[str], method: str, tokenizer_dir: Optional[str],
-              max_length: Optional[int], png: Optional[str], as_json: bool) -> None:
+def stats_cmd(paths: tuple[str, ...], fmt: str, columns: Optional[str], ignore_columns: Optional[str], method: str,
+              tokenizer_dir: Optional[str], max_length: Optional[int], png: Optional[str], as_json: bool) -> None:
     """Counts, token-length percentiles (real tokenizer), length histogram, roles/turns, label balance.
 
     PATHS: data files, a prepared dataset directory (with manifest.json), or a job spec."""
     from ..data.pipeline import Pipeline
     from ..data.stats import StatsCollector
 
-    file_opts = dict(fmt=fmt, columns=columns, method=method, tokenizer_dir=tokenizer_dir, max_length=max_length)
+    file_opts = dict(fmt=fmt, columns=columns, method=method, tokenizer_dir=tokenizer_dir, max_length=max_length,
+                     ignore_columns=ignore_columns)
     if len(paths) == 1 and (Path(paths[0]) / "manifest.json").is_file():
         manifest = json.loads((Path(paths[0]) / "manifest.json").read_text())
         file_opts["fmt"] = manifest["format"]

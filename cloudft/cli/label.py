@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ def label_group() -> None:
       cloudft label serve pairs.jsonl --annotators 5 --overlap 3
       cloudft label report --db pairs.labels.sqlite
       cloudft label export --db pairs.labels.sqlite --out data/prefs
+      cloudft label import judgments.csv --db imported.sqlite --pairs pairs.jsonl
     """
 
 
@@ -251,6 +251,54 @@ def export_cmd(db: str, out_dir: str, kto: bool, validation: float, min_votes: i
     m = summary["manifest"]
     console().print(f"wrote {summary['pairs']} preference pairs to [bold]{out_dir}[/] (version {m['version'][:12]}); "
                     f"{summary['quarantined']} items quarantined (see quarantine.jsonl)")
+
+
+# -- labels from elsewhere ----------------------------------------------------------------------------------
+def _codes(value: Optional[str], default: tuple) -> tuple:
+    return default if value is None else tuple(c.strip() for c in value.split(","))
+
+
+@label_group.command("import")
+@click.argument("labels_path", metavar="FILE", type=click.Path(dir_okay=False, exists=True))
+@click.option("--db", type=click.Path(dir_okay=False), required=True, help="Label store to import into (created).")
+@click.option("--pairs", "pairs_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Pairs file with each pair's prompt and responses (else FILE's prompt/response_a/response_b).")
+@click.option("--columns", default=None,
+              help="Which columns are pair_id, annotator, label, prompt, response_a, response_b, swapped, seconds, "
+                   "rationale: pair_id=question_id,annotator=judge,label=winner (common names are found alone).")
+@click.option("--a-codes", default=None, help="Label values meaning A (response_a) is better (comma-separated).")
+@click.option("--b-codes", default=None, help="Label values meaning B is better.")
+@click.option("--tie-codes", default=None, help="Label values meaning a tie (e.g. tie,tie (bothbad)).")
+@click.option("--skip-codes", default=None, help="Label values meaning no judgment (missing data).")
+@click.option("--json", "as_json", is_flag=True)
+def import_cmd(labels_path: str, db: str, pairs_path: Optional[str], columns: Optional[str], a_codes: Optional[str],
+               b_codes: Optional[str], tie_codes: Optional[str], skip_codes: Optional[str], as_json: bool) -> None:
+    """Import labels collected elsewhere (several annotators per pair, ties included) into a label store;
+    then `report` and `export` as for labels from the app.
+
+    FILE has one row per judgment (JSONL, JSON, CSV/TSV, Parquet). Default codes: A = a, model_a, 1, left;
+    B = b, model_b, 2, right; tie = tie, tie (bothbad), both_bad, equal, draw; skip = skip, unsure, empty."""
+    from ..label.importing import Codes, read_labels
+    from ..label.store import Store
+    from .data import _columns
+
+    base = Codes()
+    codes = Codes(a=_codes(a_codes, base.a), b=_codes(b_codes, base.b), tie=_codes(tie_codes, base.tie),
+                  skip=_codes(skip_codes, base.skip))
+    cols = _columns(columns)
+    if cols and any(not isinstance(v, str) for v in cols.values()):
+        raise CloudftError("--columns: give column names as text")
+    pairs, labels, summary = read_labels(labels_path, columns=cols, codes=codes, pairs_path=pairs_path)
+    Store(db).import_labels(pairs, labels, source=summary["source"], meta={"imported_from": labels_path})
+    summary["db"] = db
+    if as_json:
+        print_json(summary)
+        return
+    ch = summary["choices"]
+    console().print(f"imported {summary['labels']} labels from {summary['annotators']} annotators on "
+                    f"{summary['pairs']} pairs (A {ch.get('a', 0)}, B {ch.get('b', 0)}, tie {ch.get('tie', 0)}, "
+                    f"skip {ch.get('skip', 0)}; display order {summary['display_order']}) into [bold]{db}[/]; "
+                    f"next: [cyan]cloudft label report --db {db}[/]")
 
 
 # -- Ground Truth ---------------------------------------------------------------------------------------------

@@ -11,14 +11,15 @@ path or however many workers ran.
 
 from __future__ import annotations
 
-import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .formats import check_chars, make_mapper, normalise, prompt_key, record_text, source_field
+from .formats import (REGISTRY, check_chars, check_form, make_mapper, normalise, note_unused, prompt_key,
+                      record_text, source_field)
 from .problems import DataProblem, RecordError
-from .readers import BOM, clip, fast_loads
+from .readers import BOM, clip, duplicate_problem, fast_loads, no_repeated_key, parse_line
 from .tokens import CHARS_PER_TOKEN_BOUND
 from .version import canonical_bytes
 
@@ -39,7 +40,9 @@ class Context:
     name: str
     fmt: str
     split: str  # the file's role
-    columns: Optional[dict[str, str]] = None
+    columns: Optional[dict[str, Any]] = None
+    ignore: tuple = ()  # data.ignore_columns
+    form: Optional[str] = None  # the dataset's form ("standard" / "conversational"), when fixed
     prompt_only: bool = False
     max_length: Optional[int] = None
     bounds: list = field(default_factory=list)  # split_bounds of the holdout (train files only)
@@ -65,6 +68,7 @@ class Block:
     too_long: dict = field(default_factory=dict)
     pii: dict = field(default_factory=dict)
     rejects: list = field(default_factory=list)
+    unused: Counter = field(default_factory=Counter)  # columns the format does not read -> records
     unique: bool = True  # no two accepted records of the block have the same digest
 
     def __len__(self) -> int:
@@ -90,9 +94,11 @@ def stage1(data: bytes, ctx: Context) -> Block:
     """Per-record work on `data` (whole lines of a JSONL file)."""
     from hashlib import blake2b, sha256
 
-    name, fmt, prompt_only = ctx.name, ctx.fmt, ctx.prompt_only
-    mapper = make_mapper(ctx.columns)
-    plain = ctx.columns is None and fmt == "prompt_completion" and not prompt_only
+    name, fmt, prompt_only, form = ctx.name, ctx.fmt, ctx.prompt_only, ctx.form
+    source = REGISTRY[fmt]
+    mapper = make_mapper(ctx.columns, ctx.ignore)
+    plain = (ctx.columns is None and not ctx.ignore and fmt == "prompt_completion" and not prompt_only
+             and form != "conversational")
     loads, dumps, from_bytes = fast_loads, (fast_dumps or canonical_bytes), int.from_bytes
     limit = ctx.max_length
     bound = limit * CHARS_PER_TOKEN_BOUND if limit else None
@@ -120,26 +126,17 @@ def stage1(data: bytes, ctx: Context) -> Block:
             if not raw.strip():
                 continue
             records += 1
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                rejects.append((len(digests), DataProblem(
-                    name, lineno, "", "invalid_utf8",
-                    f"invalid UTF-8 at byte {exc.start} (0x{exc.object[exc.start]:02x})"), raw))
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                rejects.append((len(digests), DataProblem(
-                    name, lineno, "", "invalid_json", f"invalid JSON at column {exc.colno}: {exc.msg}"), raw))
+            obj, problem = parse_line(raw, name, lineno)
+            if problem is not None:
+                rejects.append((len(digests), problem, raw))
                 continue
         else:
             records += 1
         chars = b"\x7f" in raw or (b"\\" in raw and (b"\\u" in raw or b"\\b" in raw or b"\\f" in raw))
         try:
             rec = pkey = None
-            if plain and type(obj) is dict:  # the common case, same result as normalise() below
-                p = obj.get("prompt")
+            if plain and type(obj) is dict and len(obj) == 2 and no_repeated_key(raw, 2):  # the common case,
+                p = obj.get("prompt")  # the same result as below
                 if type(p) is str and p and not p.isspace() and "completion" in obj:
                     c = obj["completion"]
                     if type(c) is str and c and not c.isspace():
@@ -148,7 +145,14 @@ def stage1(data: bytes, ctx: Context) -> Block:
                         if chars:
                             check_chars(rec)
             if rec is None:
-                rec = normalise(mapper(obj), fmt, prompt_only=prompt_only, chars=chars)
+                problem = duplicate_problem(raw, obj, name, lineno)
+                if problem is not None:
+                    rejects.append((len(digests), problem, raw))
+                    continue
+                mapped = mapper(obj)
+                rec = normalise(mapped, fmt, prompt_only=prompt_only, chars=chars)
+                note_unused(source, mapped, b.unused)
+                check_form(rec, form)
                 pkey = prompt_key(rec) if need_pkey else None
         except RecordError as exc:
             rejects.append((len(digests), DataProblem(name, lineno, source_field(ctx.columns, exc.field), exc.reason,

@@ -1,12 +1,18 @@
-"""Near-duplicate detection with MinHash + LSH (datasketch), on word 3-gram shingles of a record's text."""
+"""Near-duplicate detection with MinHash + LSH (datasketch), on word 3-gram shingles of a record's text.
+
+A record is compared part by part (`formats.record_parts`): two preference pairs are near-duplicates only when
+their prompts, chosen and rejected answers are each alike, so distinct pairs that share a long prompt are kept.
+The LSH index (on the whole text) only proposes candidates; each is checked part by part against the threshold.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any, Hashable, Optional
+from typing import Any, Hashable, Optional, Sequence
 
 NUM_PERM = 64
 SHINGLE = 3
+MAX_LSH_THRESHOLD = 0.9  # datasketch cannot band 64 permutations above ~0.96; candidates come from here
 _WORD = re.compile(r"\w+")
 
 
@@ -25,11 +31,13 @@ def _hash32(data: bytes) -> int:
 
 
 class NearDupIndex:
-    """An LSH index of MinHash signatures: `check(key, text)` returns an earlier near-duplicate's key."""
+    """An LSH index of MinHash signatures: `check(key, parts)` returns an earlier near-duplicate's key."""
 
     def __init__(self, threshold: float, num_perm: int = NUM_PERM):
         from datasketch import MinHash, MinHashLSH
 
+        if not 0 < threshold <= 1:
+            raise ValueError(f"near-duplicate threshold {threshold} must be in (0, 1]")
         try:
             import xxhash  # noqa: F401  (fast shingle hash; sha1 otherwise)
 
@@ -41,8 +49,10 @@ class NearDupIndex:
         proto = MinHash(num_perm=num_perm, hashfunc=hashfunc)
         self._kwargs = dict(num_perm=num_perm, hashfunc=hashfunc, permutations=proto.permutations,
                             scheme=getattr(proto, "scheme", None))
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        self._sigs: dict[Hashable, Any] = {}
+        # candidates at a slightly lower similarity than asked: the whole text of records alike in every part is
+        # about as alike (but not exactly), and each candidate is checked against `threshold` anyway
+        self.lsh = MinHashLSH(threshold=min(threshold * 0.9, MAX_LSH_THRESHOLD), num_perm=num_perm)
+        self._sigs: dict[Hashable, list[Any]] = {}
 
     def signature(self, text: str) -> Optional[Any]:
         sh = shingles(text)
@@ -52,27 +62,35 @@ class NearDupIndex:
         m.update_batch(sh)
         return m
 
-    def query(self, text: str) -> Optional[Hashable]:
-        """The key of an indexed record whose estimated Jaccard similarity is ≥ threshold, else None."""
-        m = self.signature(text)
-        return self._best(m) if m is not None else None
+    def _alike(self, a: Optional[Any], b: Optional[Any]) -> bool:
+        if a is None or b is None:
+            return a is None and b is None  # two empty parts are alike; an empty and a full one are not
+        return a.jaccard(b) >= self.threshold
 
-    def _best(self, m: Any) -> Optional[Hashable]:
-        for key in self.lsh.query(m):
-            if self._sigs[key].jaccard(m) >= self.threshold:
+    def _best(self, whole: Any, parts: list[Optional[Any]]) -> Optional[Hashable]:
+        for key in self.lsh.query(whole):
+            sigs = self._sigs[key]
+            if len(sigs) == len(parts) and all(self._alike(x, y) for x, y in zip(sigs, parts)):
                 return key
         return None
 
-    def check(self, key: Hashable, text: str) -> Optional[Hashable]:
+    def query(self, parts: Sequence[str] | str) -> Optional[Hashable]:
+        """The key of an indexed record alike in every part, else None."""
+        parts = [parts] if isinstance(parts, str) else list(parts)
+        whole = self.signature("\n".join(parts))
+        return self._best(whole, [self.signature(p) for p in parts]) if whole is not None else None
+
+    def check(self, key: Hashable, parts: Sequence[str] | str) -> Optional[Hashable]:
         """The earlier near-duplicate's key; otherwise index this record and return None."""
-        m = self.signature(text)
-        if m is None:
+        parts = [parts] if isinstance(parts, str) else list(parts)
+        whole = self.signature("\n".join(parts))
+        if whole is None:
             return None
-        found = self._best(m)
+        sigs = [self.signature(p) for p in parts] if len(parts) > 1 else [whole]
+        found = self._best(whole, sigs)
         if found is None:
             from datasketch import LeanMinHash
 
-            lean = LeanMinHash(m)
-            self.lsh.insert(key, lean, check_duplication=False)
-            self._sigs[key] = lean
+            self.lsh.insert(key, LeanMinHash(whole), check_duplication=False)
+            self._sigs[key] = [LeanMinHash(s) if s is not None else None for s in sigs]
         return found

@@ -9,20 +9,20 @@ never by the data itself.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from itertools import chain, compress
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Optional
 
 from ..errors import CloudftError
-from .formats import (METHOD_KINDS, SOURCE_TO_CANONICAL, detect_format, make_mapper, normalise, prompt_key,
+from .formats import (METHOD_KINDS, REGISTRY, SOURCE_TO_CANONICAL, all_keys, check_columns, check_form, form_of,
+                      looks_like_target, make_mapper, normalise, note_unused, prompt_key, rank, record_parts,
                       record_text, shape_error, source_field)
 from .problems import DataProblem, RecordError, Summary
-from .readers import RawItem, _is_gzip, file_kind, iter_raw
+from .readers import RawItem, _is_gzip, clip, empty_file_error, file_kind, is_cr_only, iter_raw, open_binary
 from .tokens import CHARS_PER_TOKEN_BOUND, TokenCounter
 from .version import canonical_bytes, hash_fraction, record_digest, split_bounds
 
@@ -36,7 +36,8 @@ class Options:
     """What to check and how. `holdout` maps held-out split names to fractions (hash split of train)."""
 
     format: str = "auto"
-    columns: Optional[dict[str, str]] = None
+    columns: Optional[dict[str, Any]] = None
+    ignore: tuple[str, ...] = ()  # data.ignore_columns
     method: str = "sft"
     max_length: Optional[int] = None
     counter: Optional[TokenCounter] = None
@@ -67,7 +68,13 @@ class Pipeline:
         self.summary = Summary(tokenizer=options.tokenizer_note)
         self.quarantine = quarantine
         self.source_format: Optional[str] = None if options.format == "auto" else str(options.format)
-        self._mapper = make_mapper(options.columns)
+        if self.source_format is not None and self.source_format not in REGISTRY:
+            raise CloudftError(f"unknown data format '{self.source_format}'",
+                               hint=f"use auto or one of: {', '.join(sorted(REGISTRY))} (docs/data.md)")
+        check_columns(options.columns, all_keys())
+        self._mapper = make_mapper(options.columns, options.ignore)
+        self.form: Optional[str] = None  # "standard" or "conversational": one form per dataset (TRL needs it)
+        self._unused: Counter = Counter()  # columns the format does not read, in the current file
         self._files: list[str] = []
         self.file_sha256: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> hex, of files read whole
         self._seen: dict[bytes, int] = {}
@@ -97,7 +104,12 @@ class Pipeline:
         if self.quarantine is not None:
             entry = problem.to_dict()
             entry["record"] = raw
-            self.quarantine.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            try:
+                line = json.dumps(entry, ensure_ascii=False, default=str)
+            except (RecursionError, ValueError):  # a Parquet value nested too deep to write back as JSON
+                entry["record"] = clip(repr(raw))
+                line = json.dumps(entry, ensure_ascii=False, default=str)
+            self.quarantine.write(line + "\n")
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, path: str | Path, split: str = "train", display: Optional[str] = None) -> Iterator[Out]:
@@ -105,10 +117,9 @@ class Pipeline:
         name = display or str(path)
         self._files.append(name)
         file_ref = (len(self._files) - 1) << 40
+        before = self.summary.records_in
         items = iter_raw(path, warn=self._warn, display=name)
         items = self._detect(items, name)
-        prompt_only = self.opt.method == "rl"
-        fmt = self.source_format or "prompt_completion"
         batch: list[tuple[RawItem, dict]] = []
         for item in items:
             self.summary.records_in += 1
@@ -116,7 +127,7 @@ class Pipeline:
                 self._reject(item.problem, item.raw_text())
                 continue
             try:
-                rec = normalise(self._mapper(item.obj), fmt, prompt_only=prompt_only, chars=item.needs_char_check())
+                rec = self.convert(item.obj, chars=item.needs_char_check())
             except RecordError as exc:
                 self._reject(DataProblem(name, item.line, source_field(self.opt.columns, exc.field), exc.reason,
                                          exc.message, exc.fix), _raw(item))
@@ -127,6 +138,18 @@ class Pipeline:
                 batch = []
         if batch:
             yield from self._flush(batch, name, file_ref, split)
+        self._end_file(path, name, self.summary.records_in - before)
+
+    def convert(self, obj: Any, chars: bool = True) -> dict:
+        """One raw record → its canonical record (map columns, convert, check the unused columns and the form)."""
+        fmt = REGISTRY[self.source_format or "prompt_completion"]
+        mapped = self._mapper(obj)
+        rec = normalise(mapped, fmt.name, prompt_only=self.opt.method == "rl", chars=chars)
+        note_unused(fmt, mapped, self._unused)
+        form = check_form(rec, self.form)
+        if self.form is None:
+            self.form = form
+        return rec
 
     def consume(self, path: str | Path, split: str = "train", writer: Any = None,
                 display: Optional[str] = None) -> None:
@@ -138,28 +161,43 @@ class Pipeline:
         name = display or str(path)
         if self._blocks_ok(path):
             head: list[RawItem] = []
-            if self.source_format is None:
-                items = iter_raw(path, display=name)
-                try:
-                    for item in items:
-                        head.append(item)
-                        if len(head) >= DETECT_WINDOW:
-                            break
-                finally:
-                    items.close()
-            if self._fix_format(head, name):
+            items = iter_raw(path, display=name)
+            try:
+                for item in items:
+                    head.append(item)
+                    if len(head) >= DETECT_WINDOW:
+                        break
+            finally:
+                items.close()
+            if self._fix_format(head, name) and (self.form is not None or not _two_forms(self.source_format)):
                 self._files.append(name)
+                before = self.summary.records_in
                 self._run_blocks(path, name, (len(self._files) - 1) << 40, split, writer)
+                self._end_file(path, name, self.summary.records_in - before)
                 return
         for out in self.run(path, split, display):
             if writer is not None:
                 writer.add(out.split, out.line, out.digest)
 
+    def _end_file(self, path: Any, name: str, records: int) -> None:
+        """An empty file is an error; columns no format read are reported by name."""
+        if not records:
+            raise empty_file_error(Path(path), name)
+        if self._unused:
+            fmt = self.source_format or "prompt_completion"
+            for col, n in self._unused.most_common():
+                self._warn(DataProblem(name, None, col, "unused_column",
+                                       f"column '{col}' is not read by the {fmt} format ({n} records): it is not in "
+                                       "the prepared data"))
+            cols = ", ".join(f"{c} ({n})" for c, n in self._unused.most_common(8))
+            self.summary.warnings.append(f"{name}: columns the {fmt} format does not read, left out: {cols}")
+            self._unused = Counter()
+
     def _blocks_ok(self, path: Path) -> bool:
         opt = self.opt
         if self._near is not None or (opt.max_length and opt.counter is not None) or not path.is_file():
             return False
-        return file_kind(path) == "jsonl"
+        return file_kind(path) == "jsonl" and not is_cr_only(path)
 
     def _iter_blocks(self, path: Path, ctx: Any) -> Iterator[tuple[Any, Callable[[], bytes]]]:
         """(stage-1 Block, a function giving its raw bytes) in file order."""
@@ -168,7 +206,7 @@ class Pipeline:
         from . import blocks
 
         if _is_gzip(path):
-            with gzip.open(path, "rb") as fh:
+            with open_binary(path, ctx.name) as fh:
                 for n, data in enumerate(blocks.iter_stream_blocks(fh)):
                     yield blocks.stage1(data, ctx if n == 0 else replace(ctx, first=False)), (lambda d=data: d)
             return
@@ -212,7 +250,8 @@ class Pipeline:
 
         opt = self.opt
         ctx = Context(name=name, fmt=self.source_format or "prompt_completion", split=split, columns=opt.columns,
-                      prompt_only=opt.method == "rl", max_length=opt.max_length,
+                      ignore=tuple(opt.ignore), form=self.form, prompt_only=opt.method == "rl",
+                      max_length=opt.max_length,
                       bounds=list(self._bounds) if split == "train" else [],
                       need_pkey=bool(opt.holdout or self._track_prompts), track_prompts=self._track_prompts,
                       pii=opt.pii)
@@ -223,6 +262,7 @@ class Pipeline:
         base = 0  # physical lines before the block
         for blk, data in self._iter_blocks(path, ctx):
             s.records_in += blk.records
+            self._unused.update(blk.unused)
             if blk.bom:
                 self._warn(DataProblem(name, 1, "", "bom", "file starts with a UTF-8 byte-order mark (ignored)"))
             n = len(blk)
@@ -295,41 +335,61 @@ class Pipeline:
     def _detect(self, items: Iterator[RawItem], name: str) -> Iterator[RawItem]:
         """Fix the source format from the first records (unless the spec sets it); check it fits the method."""
         head: list[RawItem] = []
-        if self.source_format is None:
-            for item in items:
-                head.append(item)
-                if len(head) >= DETECT_WINDOW:
-                    break
+        for item in items:
+            head.append(item)
+            if len(head) >= DETECT_WINDOW:
+                break
         self._fix_format(head, name)  # when nothing in the window is readable, run() reports record by record
         return chain(head, items)
 
     def _fix_format(self, head: list[RawItem], name: str) -> bool:
-        """Detect the source format from `head` when not set; False when no record there is readable."""
+        """Detect the source format from `head` when not set; check it fits the method, that no label- or
+        target-like column would be dropped, and the dataset's form. False when no record there is readable."""
+        raw = [i.obj for i in head if i.problem is None and isinstance(i.obj, dict)]
+        mapped = []
+        for obj in raw:
+            try:
+                mapped.append(self._mapper(obj))
+            except RecordError:
+                pass
         if self.source_format is None:
-            found: dict[str, int] = {}
-            for item in head:
-                if item.problem is None:
-                    try:
-                        fmt = detect_format(self._mapper(item.obj))
-                    except RecordError:
-                        fmt = None
-                    if fmt:
-                        found[fmt] = found.get(fmt, 0) + 1
-            if not found:
-                first = next((i.obj for i in head if isinstance(i.obj, dict)), None)
-                if first is not None:
-                    raise shape_error(name, list(first), self.opt.method)
+            if not mapped:
+                if raw:
+                    raise shape_error(name, raw, self.opt.method)
                 return False
-            self.source_format = max(found, key=found.get)
-        canonical = SOURCE_TO_CANONICAL[self.source_format]
+            detection = rank(mapped)
+            if detection.best is None or detection.unsure:
+                raise shape_error(name, raw, self.opt.method, detection)
+            self.source_format = detection.best
+        fmt = REGISTRY[self.source_format]
+        unused: Counter = Counter()
+        for obj in mapped:
+            unused.update(fmt.unused(obj))
+        targets = [c for c in unused if looks_like_target(c.split(".")[-1])]
+        if targets:
+            raise unused_target_error(name, fmt.name, targets, raw, self.opt.method)
         if self.summary.format is None:
             kinds = METHOD_KINDS.get(self.opt.method, tuple(SOURCE_TO_CANONICAL.values()))
-            if canonical not in kinds:
+            if fmt.canonical not in kinds:
                 raise CloudftError(
-                    f"{name}: {self.source_format} records ({canonical}), but the '{self.opt.method}' method "
+                    f"{name}: {fmt.name} records ({fmt.canonical}), but the '{self.opt.method}' method "
                     f"trains on {' or '.join(kinds)} data",
-                    hint=f"give this stage {kinds[0]} data, or set data.format if the detection is wrong")
-            self.summary.format = canonical
+                    hint=f"give this stage {kinds[0]} data, or set data.format if the detection is wrong"
+                         + _mapping_hint(raw, self.opt.method))
+            self.summary.format = fmt.canonical
+        if self.form is None and _two_forms(fmt.name):
+            for obj in mapped:
+                try:
+                    rec = normalise(obj, fmt.name, prompt_only=self.opt.method == "rl")
+                except RecordError:
+                    continue
+                self.form = form_of(rec)
+                break
+        ignored = [c for c in self.opt.ignore if not any(c in obj for obj in raw)]
+        if ignored and raw:
+            self._warn(DataProblem(name, None, ignored[0], "unused_column",
+                                   f"data.ignore_columns names {', '.join(ignored)}, not in the first records "
+                                   "(a typo?)", "check the column names in data.ignore_columns"))
         return True
 
     def _flush(self, batch: list[tuple[RawItem, dict]], name: str, file_ref: int, split: str) -> Iterator[Out]:
@@ -390,7 +450,7 @@ class Pipeline:
 
     def _near_dup(self, rec: dict, ref: int, split: str, name: str, item: RawItem) -> bool:
         """Quarantine a near-duplicate of an earlier record (noting when it crosses splits)."""
-        other = self._near.check(ref, record_text(rec))
+        other = self._near.check(ref, record_parts(rec))
         if other is None:
             self._where[ref] = split
             return False
@@ -436,6 +496,31 @@ class Pipeline:
 
 def _raw(item: RawItem) -> Any:
     return item.raw_text()
+
+
+def _two_forms(fmt: Optional[str]) -> bool:
+    """Whether a source format can give both forms (then the dataset's form is fixed by its first records)."""
+    return REGISTRY[fmt or "prompt_completion"].canonical in ("prompt_completion", "preference", "kto")
+
+
+def _mapping_hint(raw: list[dict], method: str) -> str:
+    """'; or map the columns: ...' when the data suggests a mapping with a label or an answer column."""
+    from .formats import render_mapping, suggest_mapping
+
+    mapping, notes = suggest_mapping(raw, method)
+    if not any(k in mapping for k in ("label", "response_a", "completion", "chosen")):
+        return ""
+    return f"; or map the columns: data.columns: {render_mapping(mapping)[0]}" + ("; " + "; ".join(notes) if notes
+                                                                                  else "")
+
+
+def unused_target_error(name: str, fmt: str, targets: list[str], raw: list[dict], method: str) -> CloudftError:
+    """The refusal for label- or target-like columns the format does not read, with a mapping read from the data."""
+    return CloudftError(
+        f"{name}: {', '.join(targets)}: looks like a label or a target, but the {fmt} format does not read it, so "
+        "training would silently drop it",
+        hint=f"set data.format if another format reads it, list it in data.ignore_columns (--ignore-columns) to "
+             f"leave it out on purpose{_mapping_hint(raw, method)}. Formats: docs/data.md")
 
 
 def advice(splits: dict[str, int], fmt: Optional[str] = None) -> list[str]:

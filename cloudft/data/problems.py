@@ -25,8 +25,18 @@ REASONS: dict[str, tuple[str, str]] = {
     "missing_field": ("error", "add the field, or map your column to it with data.columns"),
     "empty_field": ("error", "give the field some text, or drop the record"),
     "wrong_type": ("error", "use the type shown in the message"),
-    "unknown_role": ("error", "use one of the roles system, user, assistant"),
-    "turn_order": ("error", "order turns as [system], user, assistant, user, assistant, ..."),
+    "unknown_role": ("error", "use one of the roles system, user, assistant, tool"),
+    "turn_order": ("error", "order turns as [system], user, assistant, user, assistant, ... (an assistant tool "
+                            "call is followed by tool results, then an assistant turn)"),
+    "unknown_tool": ("error", "declare every called function in the record's tools, or fix the call's name"),
+    "too_deep": ("error", "flatten the value: training data does not nest that deep"),
+    "duplicate_key": ("error", "give each key once: JSON keeps only the last value of a repeated key"),
+    "needs_conversational": ("error", "use the conversational form of the format (see the message)"),
+    "unsupported_mask": ("error", "restructure the record as the message says"),
+    "wrong_label": ("error", "use one of the label values data.columns names, or drop the record"),
+    "mapping_conflict": ("error", "map or ignore the column (data.columns / data.ignore_columns)"),
+    "unused_target": ("error", "map the column (data.columns) or list it in data.ignore_columns"),
+    "mixed_forms": ("error", "give every record the same form: text fields, or message lists"),
     "chosen_equals_rejected": ("error", "a preference pair needs two different responses; drop the pair"),
     "empty_prompt": ("error", "give the record a non-empty prompt"),
     "too_long": ("error", "shorten the record or raise training.max_length"),
@@ -37,6 +47,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "bom": ("warning", "save the file as UTF-8 without a byte-order mark"),
     "pii": ("warning", "remove or mask personal data and credentials before training"),
     "leakage": ("warning", "remove the overlapping records from one of the splits"),
+    "unused_column": ("warning", "map it (data.columns) if it matters, or list it in data.ignore_columns"),
 }
 
 QUARANTINED = {"error", "removed"}

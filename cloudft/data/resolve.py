@@ -77,8 +77,8 @@ def stage_options(spec: "JobSpec", index: int, data: "DataConfig", method: Optio
     max_length = int(stage.training_overrides().get("max_length", spec.training.max_length))
     counter, note = TokenCounter.for_model(spec.base_model, spec.base_dir)
     holdout = {"validation": data.validation_split} if data.validation_split > 0 and not data.validation else {}
-    return Options(format=str(data.format), columns=data.columns, method=method, max_length=max_length,
-                   counter=counter, tokenizer_note=note,
+    return Options(format=str(data.format), columns=data.columns, ignore=tuple(getattr(data, "ignore_columns", ())),
+                   method=method, max_length=max_length, counter=counter, tokenizer_note=note,
                    near_dup=getattr(data, "near_dup_threshold", DEFAULT_NEAR_DUP) or None,
                    pii=bool(getattr(data, "pii_check", False)), holdout=holdout)
 

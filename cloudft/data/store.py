@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .. import paths
+from ..errors import CloudftError
 from .pipeline import Options, Pipeline
 from .problems import Summary
 from .version import DatasetWriter, build_manifest, file_sha256, write_manifest
 
-PIPELINE_VERSION = 1  # bump when the pipeline's output for the same input changes
+PIPELINE_VERSION = 2  # bump when the pipeline's output for the same input changes (2: the format registry)
 QUARANTINE = "quarantine.jsonl"
 
 Sources = Sequence[tuple[Path, str]]  # (local file, its role: "train" or "validation")
@@ -41,8 +42,12 @@ def validate_files(sources: Sources, options: Options, quarantine: Optional[Path
     """Validate only: run every check and write the quarantine file (when given); no dataset is written."""
     with _maybe_open(quarantine) as qfh:
         pipe = Pipeline(options, qfh, roles=[role for _, role in sources])
-        for path, role in sources:
-            pipe.consume(path, role)
+        try:
+            for path, role in sources:
+                pipe.consume(path, role)
+        except CloudftError as exc:  # a refused file: the caller may still show what was counted so far
+            exc.summary = pipe.summary  # type: ignore[attr-defined]
+            raise
         summary = pipe.finish()
     if quarantine is not None and not summary.quarantined:
         quarantine.unlink(missing_ok=True)
@@ -117,6 +122,7 @@ def options_fingerprint(options: Options) -> dict[str, Any]:
         st = tj.stat()
         tok = [str(tj.resolve()), st.st_size, st.st_mtime_ns]
     return {"pipeline": PIPELINE_VERSION, "format": str(options.format), "columns": options.columns,
+            "ignore": sorted(options.ignore),
             "method": options.method, "max_length": options.max_length, "tokenizer": tok,
             "near_dup": options.near_dup, "pii": options.pii, "holdout": options.holdout}
 

@@ -41,19 +41,24 @@ class TokenCounter:
         Chat-rendered text already holds the template's special tokens, as in transformers' apply_chat_template.
         """
         prompt = record.get("prompt")
+        tools = record.get("tools")
+        if isinstance(tools, str):  # canonical records keep tool schemas as JSON text
+            tools = json.loads(tools)
         if "messages" in record:
-            return [self._chat(record["messages"])]
+            return [self._chat(record["messages"], tools)]
         if "text" in record:
             return [(record["text"], True)]
         answers = [record[k] for k in ("chosen", "rejected", "completion") if k in record]
         if isinstance(prompt, list):
-            return [self._chat(prompt + a) for a in answers] or [self._chat(prompt)]
+            return [self._chat(prompt + a, tools) for a in answers] or [self._chat(prompt, tools)]
         return [(prompt + a, True) for a in answers] or [(prompt, True)]
 
-    def _chat(self, messages: list[dict[str, str]]) -> tuple[str, bool]:
+    def _chat(self, messages: list[dict], tools: Optional[list] = None) -> tuple[str, bool]:
         if self._render is not None:
-            return self._render(messages), False
-        return plain_chat(messages), True
+            from train_entry.data import restore_messages  # call arguments decoded, as train_entry renders them
+
+            return self._render(restore_messages(messages), tools), False
+        return plain_chat(messages, tools), True
 
     def lengths(self, records: Sequence[dict]) -> list[int]:
         """Token length of each record (the longest of its texts)."""
@@ -70,24 +75,29 @@ class TokenCounter:
         return out
 
 
-def plain_chat(messages: list[dict[str, str]]) -> str:
-    """Messages as 'role: content' lines (no chat template)."""
-    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+def plain_chat(messages: list[dict], tools: Optional[list] = None) -> str:
+    """Messages as 'role: content' lines, tool calls and tool schemas as JSON (no chat template)."""
+    lines = [f"tools: {json.dumps(tools, ensure_ascii=False)}"] if tools else []
+    for m in messages:
+        calls = m.get("tool_calls")
+        lines.append(f"{m['role']}: {m['content']}" + (f" {json.dumps(calls, ensure_ascii=False)}" if calls else ""))
+    return "\n".join(lines)
 
 
 def text_length(record: dict) -> int:
     """Length of a record in characters (the longest of its texts), for stats without a tokenizer."""
     prompt = record.get("prompt")
+    tools = record.get("tools")
     if "messages" in record:
-        return len(plain_chat(record["messages"]))
+        return len(plain_chat(record["messages"], tools))
     if "text" in record:
         return len(record["text"])
-    size = (lambda v: len(v) if isinstance(v, str) else len(plain_chat(v)))
+    size = (lambda v: len(v) if isinstance(v, str) else len(plain_chat(v, tools)))
     answers = [size(record[k]) for k in ("chosen", "rejected", "completion") if k in record]
     return size(prompt) + max(answers, default=0)
 
 
-def _chat_renderer(config_path: Path) -> Optional[Callable[[list], str]]:
+def _chat_renderer(config_path: Path) -> Optional[Callable[..., str]]:
     """Render messages with the tokenizer's chat template, as transformers does; None without one or jinja2."""
     if not config_path.is_file():
         return None
@@ -107,12 +117,27 @@ def _chat_renderer(config_path: Path) -> Optional[Callable[[list], str]]:
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError:
         return None
+    from jinja2 import TemplateError
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    compiled = env.from_string(template)
+    # what transformers adds to the template's environment (tool schemas are rendered with its tojson)
+    env.filters["tojson"] = lambda x, indent=None, separators=None, sort_keys=False: json.dumps(
+        x, ensure_ascii=False, indent=indent, separators=separators, sort_keys=sort_keys)
+    env.globals["raise_exception"] = raise_exception
+    try:
+        compiled = env.from_string(template)
+    except TemplateError:
+        return None
     specials = {k: _token_text(cfg.get(k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
 
-    def render(messages: list) -> str:
-        return compiled.render(messages=messages, add_generation_prompt=False, **specials)
+    def render(messages: list, tools: Optional[list] = None) -> str:
+        try:
+            return compiled.render(messages=messages, tools=tools, add_generation_prompt=False, **specials)
+        except TemplateError:  # the trainer reports it with the template's own words; count the plain text
+            return plain_chat(messages, tools)
 
     return render
 

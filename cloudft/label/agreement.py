@@ -141,13 +141,21 @@ def _metrics(labels: Sequence[dict], cats: Sequence[str]) -> dict[str, Any]:
             "fleiss_raters_per_item": fl["raters_per_item"], "krippendorff_alpha": krippendorff_alpha(ratings, cats)}
 
 
+def _ordered(lab: dict) -> bool:
+    """Whether the label knows which response was shown first (not so for an import without the order)."""
+    from .store import UNORDERED_SOURCE
+
+    return lab.get("source") != UNORDERED_SOURCE
+
+
 def position_bias(labels: Sequence[dict]) -> dict[str, Any]:
     """How often the response shown first (A on screen) wins among decisive votes, with a two-sided
-    binomial test against 0.5 (scipy)."""
-    decisive = [lab for lab in labels if lab["shown"] in ("A", "B")]
+    binomial test against 0.5 (scipy). Labels imported without their display order are left out."""
+    decisive = [lab for lab in labels if lab["shown"] in ("A", "B") and _ordered(lab)]
     first = sum(lab["shown"] == "A" for lab in decisive)
     out: dict[str, Any] = {"decisive": len(decisive), "shown_first_wins": first,
-                           "rate": first / len(decisive) if decisive else None, "p_value": None}
+                           "rate": first / len(decisive) if decisive else None, "p_value": None,
+                           "order_unknown": sum(not _ordered(lab) for lab in labels)}
     if decisive:
         from scipy.stats import binomtest
 
@@ -188,7 +196,7 @@ def per_annotator(labels: Sequence[dict], consolidated: dict[str, dict]) -> dict
             ref = c["winner"] or ("tie" if c["reason"] == "tie" else None)
             if ref is not None:
                 with_majority.append(lab["choice"] == ref)
-        decisive = [lab for lab in labs if lab["shown"] in ("A", "B")]
+        decisive = [lab for lab in labs if lab["shown"] in ("A", "B") and _ordered(lab)]
         secs = [lab["seconds"] for lab in labs if lab.get("seconds") is not None]
         out[name] = {
             "labels": len(labs),
@@ -248,8 +256,10 @@ def render_report(rep: dict[str, Any], max_review: int = 20) -> str:
                       ("fleiss_kappa", "Fleiss' kappa"), ("krippendorff_alpha", "Krippendorff's alpha (nominal)")):
         lines.append(f"| {name} | {_fmt(rep['with_ties'][key])} | {_fmt(rep['without_ties'][key])} |")
     pb = rep["position_bias"]
+    unknown = f" ({pb['order_unknown']} imported labels without their display order left out)" \
+        if pb.get("order_unknown") else ""
     lines += ["", f"Position bias: the response shown first won {_fmt(pb['rate'])} of {pb['decisive']} decisive "
-              f"votes (binomial p = {_fmt(pb['p_value'])}).", "",
+              f"votes (binomial p = {_fmt(pb['p_value'])}){unknown}.", "",
               f"Outcomes ({rep['policy']['rule']}): "
               + ", ".join(f"{k}: {v}" for k, v in sorted(rep["outcomes"].items())), "",
               "| annotator | labels | agreement with majority | shown-first rate | tie rate | skip rate | median s |",

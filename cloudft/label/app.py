@@ -3,8 +3,9 @@
 Every page lives under `/a/<token>/`; an unknown token gets a bare 404, so nothing is shown or accepted without
 a valid link. Forms carry a per-annotator, per-item CSRF token (an HMAC under the store's secret) and
 cross-origin posts are refused. Model text is rendered by Jinja's autoescaping as plain text, and a strict
-Content-Security-Policy forbids inline scripts as a second line of defence. A label is acknowledged (303 or
-JSON `{"ok": true}`) only after `Store.record` has committed it.
+Content-Security-Policy forbids inline scripts as a second line of defence. A request body over
+MAX_REQUEST_BYTES is refused (413) before it is read. A label is acknowledged (303 or JSON `{"ok": true}`) only
+after `Store.record` has committed it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .pairs import prompt_text
 from .store import SHOWN, Store
 
 MAX_RATIONALE = 5000
+MAX_REQUEST_BYTES = 64 * 1024  # a label form is under 1 KiB plus the rationale (≤ 5000 characters, ≤ 20 KB)
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
        "base-uri 'none'; frame-ancestors 'none'")
@@ -41,6 +43,8 @@ def create_app(store: Store, guidelines: str, title: str = "cloudft labeling"):
     from markupsafe import Markup
 
     app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES  # werkzeug refuses a larger body with 413
+    app.config["MAX_FORM_MEMORY_SIZE"] = MAX_REQUEST_BYTES
     secret = store.meta()["secret"]
     guidelines_html = Markup(render_markdown(guidelines))
 
@@ -71,6 +75,10 @@ def create_app(store: Store, guidelines: str, title: str = "cloudft labeling"):
         resp.headers["Referrer-Policy"] = "no-referrer"  # links carry the annotator's token
         resp.headers["Cache-Control"] = "no-store"
         return resp
+
+    @app.errorhandler(413)
+    def too_large(_err):
+        return fail(413, f"request too large (the limit is {MAX_REQUEST_BYTES // 1024} KiB)")
 
     @app.get("/healthz")
     def healthz():

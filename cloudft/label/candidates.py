@@ -34,27 +34,48 @@ class Sampling:
             raise CloudftError("--top-k must be >= 0 and --max-new-tokens >= 1")
 
 
+def _prompt_of(rec: Any, where: str) -> dict:
+    """One prompt record: `prompt` (text or messages) or MT-Bench's `turns` (the user turns of one dialog)."""
+    from .pairs import _is_prompt
+
+    if not isinstance(rec, dict):
+        raise CloudftError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    pid = rec.get("id", rec.get("prompt_id", rec.get("question_id")))
+    if "turns" in rec:
+        turns = rec["turns"]
+        if not (isinstance(turns, list) and turns and all(isinstance(t, str) and t.strip() for t in turns)):
+            raise CloudftError(f"{where}: 'turns' must be a non-empty list of user turns (text)")
+        return {"id": pid, "turns": turns}
+    prompt = rec.get("prompt")
+    if not (isinstance(prompt, str) and prompt.strip()) and not (isinstance(prompt, list) and _is_prompt(prompt)):
+        raise CloudftError(f"{where}: needs a 'prompt' (a string or a list of {{role, content}} messages) or "
+                           "'turns' (a list of user turns)")
+    return {"id": pid, "prompt": prompt}
+
+
 def load_prompts(path: str | Path) -> list[dict]:
-    """Prompts from JSONL (`prompt`: string or messages, optional `id`) or a text file (one prompt a line)."""
+    """Prompts from JSONL (`prompt`: string or messages, or `turns`: MT-Bench's list of user turns; optional
+    `id`/`question_id`) or a text file (one prompt a line)."""
+    from .pairs import iter_json_lines
+
     path = Path(path)
     if not path.exists():
         raise CloudftError(f"prompts file {path} does not exist")
     out: list[dict] = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            if path.suffix not in (".jsonl", ".json"):
-                out.append({"id": f"q-{n}", "prompt": line.rstrip("\n")})
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CloudftError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            prompt = rec.get("prompt") if isinstance(rec, dict) else None
-            if not (isinstance(prompt, str) and prompt.strip()) and not isinstance(prompt, list):
-                raise CloudftError(f"{path}:{n}: needs a 'prompt' (a string or a list of messages)")
-            out.append({"id": str(rec.get("id", rec.get("prompt_id", f"q-{n}"))), "prompt": prompt})
+    if path.suffix in (".jsonl", ".json"):
+        for n, rec in iter_json_lines(path):
+            p = _prompt_of(rec, f"{path}:{n}")
+            out.append({**p, "id": str(p["id"]) if p["id"] is not None else f"q-{n}"})
+    else:
+        with path.open("rb") as fh:
+            for n, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as exc:
+                    raise CloudftError(f"{path}:{n}: invalid UTF-8 at byte {exc.start}",
+                                       hint="re-encode the file as UTF-8") from None
+                if line.strip():
+                    out.append({"id": f"q-{n}", "prompt": line})
     if not out:
         raise CloudftError(f"prompts file {path} has no prompts")
     return out
@@ -122,8 +143,22 @@ def sample(model: Any, tokenizer: Any, prompt: Any, n: int, s: Sampling) -> list
     return [tokenizer.decode(seq[start:], skip_special_tokens=True) for seq in out]
 
 
+def dialog(prompt: dict, model: Any, tokenizer: Any, s: Sampling) -> Any:
+    """The prompt the pair answers. For MT-Bench-style `turns`, every turn but the last is answered by `model`
+    (one sample each), so the pair compares answers to the last turn in the same dialog."""
+    if "turns" not in prompt:
+        return prompt["prompt"]
+    msgs: list[dict] = []
+    for turn in prompt["turns"][:-1]:
+        msgs.append({"role": "user", "content": turn})
+        msgs.append({"role": "assistant", "content": sample(model, tokenizer, msgs, 1, s)[0]})
+    msgs.append({"role": "user", "content": prompt["turns"][-1]})
+    return msgs
+
+
 def generate_pairs(prompts: list[dict], model_a: str, model_b: Optional[str], s: Sampling) -> Iterator[dict]:
-    """Yield one pair per prompt: two samples of `model_a`, or one of `model_a` and one of `model_b`."""
+    """Yield one pair per prompt: two samples of `model_a`, or one of `model_a` and one of `model_b`.
+    Multi-turn prompts (`turns`) pair the answers to their last turn (see `dialog`)."""
     import logging
 
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # before torch/peft load it: an optional-kernel notice
@@ -142,9 +177,10 @@ def generate_pairs(prompts: list[dict], model_a: str, model_b: Optional[str], s:
     mb, tb = load_model(resolve_model(model_b)) if model_b else (None, None)
     settings = asdict(s)
     for i, p in enumerate(prompts):
+        prompt = dialog(p, ma, ta, s)
         if mb is None:
-            a, b = sample(ma, ta, p["prompt"], 2, s)
+            a, b = sample(ma, ta, prompt, 2, s)
         else:
-            a, b = sample(ma, ta, p["prompt"], 1, s)[0], sample(mb, tb, p["prompt"], 1, s)[0]
-        yield {"pair_id": f"p-{i + 1:06d}", "prompt_id": p["id"], "prompt": p["prompt"], "response_a": a,
+            a, b = sample(ma, ta, prompt, 1, s)[0], sample(mb, tb, prompt, 1, s)[0]
+        yield {"pair_id": f"p-{i + 1:06d}", "prompt_id": p["id"], "prompt": prompt, "response_a": a,
                "response_b": b, "model_a": model_a, "model_b": model_b or model_a, "generation": settings}

@@ -2,18 +2,24 @@
 unpaired labels, through `cloudft.data.version.write_dataset`.
 
 Beside the dataset: `labels.jsonl` (every individual label, un-swapped, with its display position),
-`provenance.jsonl` (votes and annotators per exported pair; TRL never sees these columns),
-`quarantine.jsonl` (every item left out, with its reason: nothing is dropped silently) and the agreement report
-(`agreement.json`, `agreement.md`).
+`label_history.jsonl` (labels that were replaced by a later one), `provenance.jsonl` (votes and annotators per
+exported pair; TRL never sees these columns), `quarantine.jsonl` (every item left out, with its reason: no
+majority, a tie, an empty or identical response, a control character, ...; nothing is dropped silently) and the
+agreement report (`agreement.json`, `agreement.md`).
+
+The export is written into a temporary directory beside `out_dir` and renamed into place, so an interrupted or
+failed export never leaves a partial dataset (a previous export there is replaced as a whole).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-from ..data.formats import check_chars
+from ..data.formats import normalise
 from ..data.problems import RecordError
 from .agreement import agreement_report, render_report
 from .pairs import write_jsonl
@@ -42,10 +48,11 @@ def build_records(items: dict[str, dict], consolidated: dict[str, dict]) -> tupl
             continue
         record = {"prompt": item["prompt"], "chosen": _as_completion(item["prompt"], item[win]),
                   "rejected": _as_completion(item["prompt"], item[lose])}
-        try:  # e.g. a sampled answer with a control character: left out here, not a failed export
-            check_chars(record)
+        try:  # the dataset's own checks (an empty answer, a control character, ...): left out, not a failed export
+            record = normalise(record, "preference")
         except RecordError as exc:
-            quarantine.append({"pair_id": pid, "reason": f"{exc.field}: {exc.message}", "votes": c["votes"]})
+            side = {"chosen": win, "rejected": lose}.get(exc.field.split("[")[0], exc.field)
+            quarantine.append({"pair_id": pid, "reason": f"{side}: {exc.message}", "votes": c["votes"]})
             continue
         dpo.append(record)
         prov.append({"pair_id": pid, "winner": c["winner"], "votes": c["votes"], "annotators": c["annotators"],
@@ -62,14 +69,41 @@ def kto_records(dpo: list[dict]) -> list[dict]:
     return out
 
 
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def write_report(report: dict, out_dir: str | Path) -> Path:
-    """agreement.json + agreement.md in `out_dir`; returns the Markdown path."""
+    """agreement.json + agreement.md in `out_dir` (each written atomically); returns the Markdown path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "agreement.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _atomic_text(out / "agreement.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     md = out / "agreement.md"
-    md.write_text(render_report(report), encoding="utf-8")
+    _atomic_text(md, render_report(report))
     return md
+
+
+EXPORT_FILES = {"train.jsonl", "validation.jsonl", "manifest.json", "README.md", "provenance.jsonl",
+                "quarantine.jsonl", "labels.jsonl", "label_history.jsonl", "agreement.json", "agreement.md", "kto"}
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Replace `out` by the finished export in `tmp` (a rename each way: no partial state is ever visible)."""
+    from ..errors import CloudftError
+
+    if out.exists():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES)
+        if not out.is_dir() or foreign:
+            raise CloudftError(f"{out} holds other files ({', '.join(foreign[:5]) or 'not a directory'}); an export "
+                               "replaces its directory as a whole", hint="export to a new or empty --out directory")
+        old = out.with_name(f".{out.name}.old{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
 
 
 def export(store: Store, out_dir: str | Path, *, kto: bool = False, min_votes: int = 1,
@@ -90,13 +124,21 @@ def export(store: Store, out_dir: str | Path, *, kto: bool = False, min_votes: i
     sources = [{"path": str(store.path.resolve()), "kind": "label-store"}]
     extra = {"labeling": {"pairs": len(dpo), "quarantined": len(quarantine), "labels": len(labels),
                           "policy": report["policy"]}}
-    manifest = write_dataset(dpo, out, format="preference", sources=sources, splits=splits, extra=extra)
-    write_jsonl(prov, out / "provenance.jsonl")
-    write_jsonl(quarantine, out / "quarantine.jsonl")
-    write_jsonl(labels, out / "labels.jsonl")
-    write_report(report, out)
-    summary = {"out_dir": str(out), "pairs": len(dpo), "quarantined": len(quarantine), "manifest": manifest}
-    if kto:
-        summary["kto_manifest"] = write_dataset(kto_records(dpo), out / "kto", format="kto", sources=sources,
-                                                splits=splits, extra=extra)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        manifest = write_dataset(dpo, tmp, format="preference", sources=sources, splits=splits, extra=extra)
+        write_jsonl(prov, tmp / "provenance.jsonl")
+        write_jsonl(quarantine, tmp / "quarantine.jsonl")
+        write_jsonl(labels, tmp / "labels.jsonl")
+        write_jsonl(store.history(), tmp / "label_history.jsonl")
+        write_report(report, tmp)
+        summary = {"out_dir": str(out), "pairs": len(dpo), "quarantined": len(quarantine), "manifest": manifest}
+        if kto:
+            summary["kto_manifest"] = write_dataset(kto_records(dpo), tmp / "kto", format="kto", sources=sources,
+                                                    splits=splits, extra=extra)
+        _swap_in(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return summary

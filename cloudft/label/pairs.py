@@ -10,8 +10,9 @@ recorded with every label and undone before any metric or export.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ..errors import CloudftError
 
@@ -21,7 +22,28 @@ REQUIRED = ("pair_id", "prompt", "response_a", "response_b")
 def _is_prompt(value: Any) -> bool:
     if isinstance(value, str):
         return True
-    return isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value)
+
+
+def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of every non-blank line of a JSONL file; invalid UTF-8, invalid or too deeply
+    nested JSON is a CloudftError naming the line (never a traceback)."""
+    with path.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise CloudftError(f"{path}:{n}: invalid UTF-8 at byte {exc.start}",
+                                   hint="re-encode the file as UTF-8") from None
+            try:
+                yield n, json.loads(line)
+            except RecursionError:
+                raise CloudftError(f"{path}:{n}: JSON nested too deep to read") from None
+            except ValueError as exc:
+                raise CloudftError(f"{path}:{n}: not valid JSON ({str(exc)[:100]})") from None
 
 
 def prompt_text(prompt: Any) -> str:
@@ -58,31 +80,30 @@ def load_pairs(path: str | Path) -> list[dict]:
                            hint="create one with `cloudft label candidates --prompts FILE --model RUN_OR_PATH`")
     pairs: list[dict] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CloudftError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            validate_pair(rec, f"{path}:{n}")
-            if rec["pair_id"] in seen:
-                raise CloudftError(f"{path}:{n}: duplicate pair_id '{rec['pair_id']}'")
-            seen.add(rec["pair_id"])
-            pairs.append(rec)
+    for n, rec in iter_json_lines(path):
+        validate_pair(rec, f"{path}:{n}")
+        if rec["pair_id"] in seen:
+            raise CloudftError(f"{path}:{n}: duplicate pair_id '{rec['pair_id']}'")
+        seen.add(rec["pair_id"])
+        pairs.append(rec)
     if not pairs:
         raise CloudftError(f"pairs file {path} is empty")
     return pairs
 
 
 def write_jsonl(records: Iterable[dict], path: str | Path) -> int:
-    """Write records as JSON Lines (UTF-8, one object per line); returns the count."""
+    """Write records as JSON Lines (UTF-8, one object per line), atomically (a temp file renamed into place);
+    returns the count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     n = 0
-    with path.open("w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            n += 1
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for rec in records:
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                n += 1
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return n

@@ -2,13 +2,16 @@
 
 A label is acknowledged only after its transaction has committed (`synchronous=FULL`), so killing the
 server loses no acknowledged label. Tokens, the CSRF secret and the assignment plan live in the database
-too, so a restarted server keeps every annotator's link valid.
+too, so a restarted server keeps every annotator's link valid; the file is created readable by its owner only
+(0600). A label given again (a relabel, or an import of the same annotator and pair) replaces the current one,
+and the one it replaces is kept in `label_history` with the time it was replaced.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
 import random
 import secrets
@@ -22,6 +25,7 @@ from typing import Any, Iterator, Optional, Sequence
 from ..errors import CloudftError
 
 SHOWN = ("A", "B", "tie", "skip")
+UNORDERED_SOURCE = "import"  # labels imported without their display order: position bias leaves them out
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,7 +44,17 @@ CREATE TABLE IF NOT EXISTS labels (
     shown TEXT NOT NULL CHECK (shown IN ('A', 'B', 'tie', 'skip')),
     swapped INTEGER NOT NULL, rationale TEXT NOT NULL DEFAULT '', seconds REAL, created REAL NOT NULL,
     source TEXT NOT NULL DEFAULT 'app', PRIMARY KEY (annotator, pair_id));
+CREATE TABLE IF NOT EXISTS label_history (
+    annotator TEXT NOT NULL, pair_id TEXT NOT NULL, choice TEXT NOT NULL, shown TEXT NOT NULL,
+    swapped INTEGER NOT NULL, rationale TEXT NOT NULL DEFAULT '', seconds REAL, created REAL NOT NULL,
+    source TEXT NOT NULL DEFAULT 'app', replaced REAL NOT NULL);
 """
+LABEL_COLUMNS = ("annotator", "pair_id", "choice", "shown", "swapped", "rationale", "seconds", "created", "source")
+_VALUE_COLUMNS = ("choice", "shown", "swapped", "rationale", "seconds", "source")  # what a label says (not when)
+_INSERT = (f"INSERT OR REPLACE INTO labels ({', '.join(LABEL_COLUMNS)}) "
+           f"VALUES ({', '.join('?' * len(LABEL_COLUMNS))})")
+_KEEP_OLD = (f"INSERT INTO label_history ({', '.join(LABEL_COLUMNS)}, replaced) SELECT {', '.join(LABEL_COLUMNS)}, ? "
+             "FROM labels WHERE annotator = ? AND pair_id = ?")
 
 
 def unswap(shown: str, swapped: bool) -> str:
@@ -110,6 +124,7 @@ class Store:
         self._write_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
+        private_file(self.path)
         c = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         c.execute("PRAGMA journal_mode=WAL")
         c.execute("PRAGMA synchronous=FULL")  # a commit is on disk before the label is acknowledged
@@ -264,15 +279,16 @@ class Store:
             choice = unswap(shown, bool(a["swapped"]))
             seconds = round(now - a["served_at"], 3) if a["served_at"] else None
             row = (name, pair_id, choice, shown, a["swapped"], rationale, seconds, now, "app")
-            c.execute("INSERT OR REPLACE INTO labels (annotator, pair_id, choice, shown, swapped, rationale, "
-                      "seconds, created, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-        return dict(zip(("annotator", "pair_id", "choice", "shown", "swapped", "rationale", "seconds",
-                         "created", "source"), row))
+            c.execute(_KEEP_OLD, (now, name, pair_id))
+            c.execute(_INSERT, row)
+        return dict(zip(LABEL_COLUMNS, row))
 
     def import_labels(self, pairs: Sequence[dict], labels: Sequence[dict], source: str,
                       meta: Optional[dict] = None) -> int:
-        """Add items and labels collected elsewhere (Ground Truth). Labels carry annotator, pair_id, shown,
-        swapped, rationale, seconds. Re-importing the same labels replaces them."""
+        """Add items and labels collected elsewhere (Ground Truth, `cloudft label import`). Labels carry
+        annotator, pair_id, shown, swapped, rationale, seconds (and `created`, when known); in file order, a
+        later label of the same annotator and pair replaces the earlier one, which goes to the history, as a
+        re-import of changed labels does."""
         with self.conn() as c:
             c.executescript(_SCHEMA)
         with self.conn(write=True) as c:
@@ -282,13 +298,34 @@ class Store:
             c.executemany("INSERT OR IGNORE INTO annotators (name, token, source) VALUES (?, NULL, ?)",
                           sorted({(lab["annotator"], source) for lab in labels}))
             now = time.time()
-            c.executemany(
-                "INSERT OR REPLACE INTO labels (annotator, pair_id, choice, shown, swapped, rationale, seconds, "
-                "created, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(lab["annotator"], lab["pair_id"], unswap(lab["shown"], lab["swapped"]), lab["shown"],
-                  int(lab["swapped"]), lab.get("rationale") or "", lab.get("seconds"), now, source)
-                 for lab in labels])
+            for lab in labels:
+                row = (lab["annotator"], lab["pair_id"], unswap(lab["shown"], lab["swapped"]), lab["shown"],
+                       int(lab["swapped"]), lab.get("rationale") or "", lab.get("seconds"),
+                       lab.get("created") or now, source)
+                same = c.execute(f"SELECT {', '.join(_VALUE_COLUMNS)} FROM labels WHERE annotator = ? AND "
+                                 "pair_id = ?", row[:2]).fetchone()
+                if same is not None and tuple(same) == row[2:7] + row[8:]:
+                    continue  # importing the same label again changes nothing
+                c.execute(_KEEP_OLD, (now, row[0], row[1]))
+                c.execute(_INSERT, row)
         return len(labels)
+
+    def history(self) -> list[dict]:
+        """Every label that was replaced, with the time it was replaced (oldest first)."""
+        with self.conn() as c:
+            return [dict(r) for r in c.execute("SELECT * FROM label_history ORDER BY replaced, annotator")]
+
+
+def private_file(path: Path) -> None:
+    """Create `path` readable and writable by its owner only (tokens and the form secret live in it); an
+    existing file that others can read is narrowed to that. SQLite gives its -wal and -shm files the same mode."""
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    try:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except OSError:  # not ours to change: SQLite still opens it
+        pass
 
 
 def _item(row: sqlite3.Row) -> dict[str, Any]:
