@@ -208,6 +208,9 @@ class OutputsConfig(StrictModel):
     checkpoint_dir: Optional[str] = None
     data_dir: Optional[str] = Field(None, description="Base for relative data paths.")
     init_adapter: Optional[str] = Field(None, description="Start from this adapter (previous stage).")
+    init_model: Optional[str] = Field(
+        None, description="Full weights of an earlier stage (full fine-tuning): loaded instead of base_model, for "
+                          "the policy and for the reference model of DPO/KTO/ORPO.")
 
 
 class RunConfig(StrictModel):

@@ -18,7 +18,7 @@ from typing import Any
 from ..context import TrainContext
 from ..events import log
 from ..modeling import load_tokenizer
-from .common import load_split, policy_model, train_and_save
+from .common import load_split, make_trainer, policy_model, train_and_save
 
 
 # -- DPO -------------------------------------------------------------------------------------------
@@ -54,17 +54,17 @@ def build_trainer(ctx: TrainContext):
     log(f"dpo: reference = {'precomputed log-probs' if precompute else reference_kind(ctx)}")
     args = DPOConfig(**ctx.training_args(), max_length=t.max_length, beta=t.beta,
                      precompute_ref_log_probs=precompute, dataset_num_proc=None)
-    return ctx.quiet(DPOTrainer(model=model, ref_model=None, args=args, train_dataset=train_ds,
-                                eval_dataset=eval_ds, processing_class=tokenizer, peft_config=pconf,
-                                callbacks=ctx.callbacks))
+    return make_trainer(ctx, DPOTrainer, model=model, ref_model=None, args=args, train_dataset=train_ds,
+                        eval_dataset=eval_ds, processing_class=tokenizer, peft_config=pconf)
 
 
 def reference_kind(ctx: TrainContext) -> str:
     if ctx.layout.init_adapter is not None:
         return "frozen copy of the previous stage's adapter"
+    start = "earlier stage's weights" if ctx.layout.init_model is not None else "base model"
     if ctx.cfg.peft.type == "none":
-        return "separate copy of the base model"
-    return "base model with the adapter disabled"
+        return f"separate copy of the {start}"
+    return f"{start} with the adapter disabled"
 
 
 def run(ctx: TrainContext) -> dict[str, Any]:
