@@ -40,10 +40,10 @@ def describe_output(ctx) -> dict[str, Any]:
 
 
 def label(info: dict[str, Any]) -> str:
-    """A short human description, e.g. "LoRA adapter", "full weights", "reward model (adapter)"."""
+    """A short human description, e.g. "lora adapter", "full weights", "reward model (adapter)"."""
     kind = info.get("artifact")
     if kind == ADAPTER:
-        return f"{info.get('adapter_type') or info.get('peft', '')} adapter".strip()
+        return f"{info.get('peft') or info.get('adapter_type') or ''} adapter".strip()
     if kind == REWARD_MODEL:
         return f"reward model ({'adapter' if info.get('reward_weights') == ADAPTER else 'full weights'})"
     return "full weights"

@@ -123,7 +123,7 @@ def _run(cfg: RunConfig, layout, w, log_file: Path) -> int:
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - every failure becomes one located message (traceback: log file)
         where = step[0] + (f", {progress.failed_in()}" if progress.failed_in() else "")
-        failure = describe(exc, cfg, where=where, checkpoint=ctx.resumed_from)
+        failure = describe(exc, cfg, where=where, checkpoint=ctx.resumed_from, precision=ctx.precision)
         return report(failure, exc, log_file, layout.failure_file, stage=cfg.stage, method=cfg.method)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 PREFIX = "##cloudft "
+LOG_PREFIX = "[train_entry] "
 
 _log_file: Optional[Path] = None
 
@@ -54,7 +55,7 @@ def emit(event: str, **fields: Any) -> None:
 
 def log(message: str) -> None:
     """A human-readable line in the run log."""
-    _write(f"[train_entry] {message}\n")
+    _write(f"{LOG_PREFIX}{message}\n")
 
 
 def close_log() -> None:

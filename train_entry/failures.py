@@ -119,7 +119,13 @@ def _model_failure(err: ModelLoadError, exc: BaseException) -> Failure:
 
 
 def _hf_home() -> str:
-    return os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    """The hub cache folder this process reads."""
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except ImportError:
+        return os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -130,7 +136,7 @@ def _is_oom(exc: BaseException) -> bool:
     return "out of memory" in text or "can't allocate memory" in text or "cannot allocate memory" in text
 
 
-def _oom_failure(exc: BaseException, cfg, where: str) -> Failure:
+def _oom_failure(exc: BaseException, cfg, where: str, precision: Optional[str]) -> Failure:
     text = " ".join(str(e) for e in _chain(exc))
     gpu = "cuda" in text.lower() or "gpu" in text.lower()
     device = "GPU" if gpu else "host"
@@ -141,7 +147,7 @@ def _oom_failure(exc: BaseException, cfg, where: str) -> Failure:
     settings = (f"per_device_batch_size={t.per_device_batch_size}, max_length={t.max_length}, "
                 f"gradient_accumulation_steps={t.gradient_accumulation_steps}, "
                 f"gradient_checkpointing={str(t.gradient_checkpointing).lower()}, peft.type={peft}, "
-                f"precision={t.precision}")
+                f"precision={precision or t.precision}")
     cause = f"this run's settings need more {device} memory than there is ({settings}{_memory_facts(gpu)})"
     fits = []
     if t.per_device_batch_size > 1:
@@ -180,9 +186,10 @@ def _reads_checkpoint(exc: BaseException) -> bool:
                for e in _chain(exc) for frame in traceback.extract_tb(e.__traceback__))
 
 
-def describe(exc: BaseException, cfg=None, where: str = "training", checkpoint: Optional[str] = None) -> Failure:
+def describe(exc: BaseException, cfg=None, where: str = "training", checkpoint: Optional[str] = None,
+             precision: Optional[str] = None) -> Failure:
     """The located message for `exc`. `where` names the part of the run that was going on; `checkpoint` is
-    the checkpoint the run resumed from, if any."""
+    the checkpoint the run resumed from, if any; `precision` the resolved training precision."""
     from .data import DataError
     from .layout import LayoutError
 
@@ -195,7 +202,7 @@ def describe(exc: BaseException, cfg=None, where: str = "training", checkpoint: 
                        "fix or drop the record (`cloudft data validate FILE` lists every problem; "
                        "`cloudft data prepare` converts other formats)", EXIT_BAD_INPUT)
     if _is_oom(exc):
-        return _oom_failure(exc, cfg, where)
+        return _oom_failure(exc, cfg, where, precision)
     if err is None and _names(exc) & HUB_ERRORS:  # a load outside our loaders (e.g. inside TRL)
         err = ModelLoadError("model", cfg.base_model if cfg is not None else "?")
     if err is not None:

@@ -157,7 +157,7 @@ def resolve(cfg: RunConfig, config_path: Optional[Path] = None, *, output_dir: O
         out_p = rel(out, base) or sm / "model"
         ckpt_p = rel(ckpt, base) or _sm_checkpoint_dir(sm)
         failure = sm / "output" / "failure"
-        # output/data is uploaded (output.tar.gz) whatever the outcome; /opt/ml/model is the model artifact
+        # output/data goes to output.tar.gz at the end of the job, beside (not inside) the model artifact
         run_log = sm / "output" / "data" / LOG_NAME
     else:
         out_p = rel(out, base) or base / "output"

@@ -201,16 +201,19 @@ def _print_outcome(rec) -> None:
     out.print(f"[{colour}]{rec.status}[/] {rec.run_id}")
     if rec.provider != "local":
         return
+    from train_entry.artifact import label  # what the stage wrote: adapter, full weights or reward model
+
     run_dir = Path(rec.run_dir or ".")
     for stage in rec.meta.get("stages", []):
         o = run_dir / stage / "output"
         if (o / "metrics.json").exists():
+            metrics = json.loads((o / "metrics.json").read_text())
             out.print(f"  stage {stage}")
-            out.print(f"    adapter:  {o}")
+            out.print(f"    {label(metrics) if metrics.get('artifact') else 'output'}: {o}")
             out.print(f"    metrics:  {o / 'metrics.json'}")
             if (o / "report.md").exists():
                 out.print(f"    report:   {o / 'report.md'}")
-            for line in headline(json.loads((o / "metrics.json").read_text())):
+            for line in headline(metrics):
                 out.print(f"      {line}")
     out.print(f"  log:        {run_dir / 'log.txt'}")
     _resume_hint(rec)
