@@ -67,6 +67,28 @@ def test_hub_model_not_cached_while_offline(tmp_path, capsys, monkeypatch):
     assert "HF_HUB_OFFLINE" in event["cause"] and "hf download cloudft-tests/not-a-cached-model" in event["fix"]
 
 
+def test_unreachable_hub_is_named(monkeypatch):
+    """The exception chain transformers raises when the hub cannot be reached (seen with HF_ENDPOINT on a
+    closed port: OSError <- LocalEntryNotFoundError <- ConnectError, after ~45 s of the hub's retries, too slow
+    for a test), classified without the network."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from train_entry.failures import ModelLoadError, describe
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    try:
+        try:
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files") \
+                from LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub")
+        except OSError as exc:
+            raise ModelLoadError("tokenizer", "org/some-model") from exc
+    except ModelLoadError as err:
+        failure = describe(err)
+    assert (failure.kind, failure.exit_code) == ("model_not_found", EXIT_MODEL_NOT_FOUND)
+    assert "the Hugging Face hub cannot be reached and 'org/some-model' is not in the cache" in failure.cause
+    assert "hf download org/some-model" in failure.fix
+
+
 class GatedHub(BaseHTTPRequestHandler):
     """Answers like huggingface.co does for a gated model requested without an authorised token
     (huggingface_hub.utils._http.hf_raise_for_status maps `X-Error-Code: GatedRepo` to GatedRepoError)."""
@@ -110,7 +132,7 @@ def test_gated_model_without_a_token(tmp_path):
         "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which "
         "1.06 GiB is free."), "GPU"),
     (lambda: MemoryError(), "host"),
-])
+], ids=["cuda", "host"])
 def test_out_of_memory_in_a_training_step(tmp_path, tiny_model, capsys, monkeypatch, error, device):
     import torch
 

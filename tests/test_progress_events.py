@@ -54,7 +54,9 @@ def test_tokenize_pack_evaluate_generate_merge_phases(tmp_path, tiny_model, caps
     events = events_of(capsys.readouterr().out)
     starts = [e for e in events if e["event"] == "phase_start"]
     ends = [e for e in events if e["event"] == "phase_end"]
-    assert {"tokenize", "pack", "evaluate", "generate", "merge"} <= {e["phase"] for e in starts}
+    assert {"load", "tokenize", "pack", "evaluate", "generate", "merge"} <= {e["phase"] for e in starts}
+    load = next(e for e in ends if e["label"] == "load the base model")
+    assert load["unit"] == "MiB" and load["done"] >= 1
     assert sorted(e["label"] for e in starts) == sorted(e["label"] for e in ends)  # every phase ends
     assert all(e["ok"] for e in ends)
     tokenize = next(e for e in ends if e["label"] == "Tokenizing train dataset")

@@ -123,7 +123,11 @@ def _run(cfg: RunConfig, layout, w, log_file: Path) -> int:
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - every failure becomes one located message (traceback: log file)
         where = step[0] + (f", {progress.failed_in()}" if progress.failed_in() else "")
-        failure = describe(exc, cfg, where=where, checkpoint=ctx.resumed_from, precision=ctx.precision)
+        try:
+            failure = describe(exc, cfg, where=where, checkpoint=ctx.resumed_from, precision=ctx.precision)
+        except Exception:  # noqa: BLE001 - describing must never hide the failure itself
+            failure = Failure("error", where, f"{type(exc).__name__}: {exc}", "see the traceback in the log file",
+                              EXIT_FAILED)
         return report(failure, exc, log_file, layout.failure_file, stage=cfg.stage, method=cfg.method)
 
 

@@ -96,6 +96,11 @@ class TrainContext:
         return str(self.layout.init_model) if self.layout.init_model is not None else self.cfg.base_model
 
     @property
+    def model_label(self) -> str:
+        """What `model_source` is, for messages."""
+        return "base model" if self.layout.init_model is None else "earlier stage's weights"
+
+    @property
     def tokenizer_source(self) -> str:
         """Where the tokenizer comes from: the previous stage's output if it saved one, else the base model."""
         for init in (self.layout.init_adapter, self.layout.init_model):

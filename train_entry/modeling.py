@@ -8,6 +8,7 @@ from typing import Any, Optional
 from .config import PeftConfig, RunConfig
 from .events import log
 from .failures import ModelLoadError
+from .progress import LOAD, Phase
 from .runtime import torch_dtype
 
 
@@ -76,10 +77,13 @@ def load_model(cfg: RunConfig, precision: str, source: str, *, task: str = "caus
             from .runtime import world
 
             kwargs["device_map"] = {"": world().local_rank}
-    if task == "sequence_classification":
-        model = from_pretrained(AutoModelForSequenceClassification, source, what, num_labels=num_labels, **kwargs)
-    else:
-        model = from_pretrained(AutoModelForCausalLM, source, what, **kwargs)
+    with Phase(LOAD, unit="MiB", label=f"load the {what}") as phase:  # minutes for a large model
+        if task == "sequence_classification":
+            model = from_pretrained(AutoModelForSequenceClassification, source, what, num_labels=num_labels,
+                                    **kwargs)
+        else:
+            model = from_pretrained(AutoModelForCausalLM, source, what, **kwargs)
+        phase.advance(round(sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20))
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 

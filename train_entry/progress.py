@@ -1,5 +1,5 @@
-"""Progress events for the long phases outside the training loop: tokenization and packing, reference
-log-prob precompute, evaluation, generation for the report, merge and export.
+"""Progress events for the long phases outside the training loop: model loading, tokenization and packing,
+reference log-prob precompute, evaluation, generation for the report, merge and export.
 
 A phase prints `##cloudft` events (rank 0 only):
 
@@ -21,7 +21,7 @@ from typing import Any, Iterator, Optional
 
 from .events import emit
 
-TOKENIZE, PACK, DATA = "tokenize", "pack", "data"
+LOAD, TOKENIZE, PACK, DATA = "load", "tokenize", "pack", "data"
 REF_LOGPROBS, EVALUATE, GENERATE, MERGE, QUANTIZE = "ref_logprobs", "evaluate", "generate", "merge", "quantize"
 
 _active: list["Phase"] = []

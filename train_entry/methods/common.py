@@ -23,8 +23,7 @@ def policy_model(ctx: TrainContext, task_type: str = "CAUSAL_LM"):
     """(model, peft_config): the starting weights (base model, or an earlier full fine-tuning stage's output)
     with the previous stage's adapter attached (trainable), or with a new adapter config for the trainer to
     apply (None for full fine-tuning)."""
-    model = load_model(ctx.cfg, ctx.precision, ctx.model_source,
-                       what="base model" if ctx.layout.init_model is None else "earlier stage's weights")
+    model = load_model(ctx.cfg, ctx.precision, ctx.model_source, what=ctx.model_label)
     if ctx.layout.init_adapter is not None:
         return attach_adapter(model, ctx.layout.init_adapter), None
     return model, peft_config(ctx.cfg.peft, task_type, tokenizer_source=ctx.tokenizer_source)

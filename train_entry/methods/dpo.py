@@ -5,8 +5,9 @@ Reference model:
   adapter disabled (no second copy of the model).
 - Continuing a previous stage's adapter (`init_adapter`, e.g. `stages: [sft, dpo]`): TRL copies that adapter once as
   a frozen "ref" adapter (a few MB), so the reference is the SFT model, as DPO intends. Only "default" is saved.
-- Full fine-tuning (`peft.type: none`): the reference would be a second full copy of the weights, so the
-  reference log-probs are precomputed instead (see `precompute_pays`).
+- Full fine-tuning (`peft.type: none`): the reference would be a second full copy of the starting weights (the
+  base model, or an earlier full fine-tuning stage's weights from `init_model`), so the reference log-probs are
+  precomputed from them instead (see `precompute_pays`), with progress events (train_entry/progress.py).
 
 """
 
@@ -61,10 +62,9 @@ def build_trainer(ctx: TrainContext):
 def reference_kind(ctx: TrainContext) -> str:
     if ctx.layout.init_adapter is not None:
         return "frozen copy of the previous stage's adapter"
-    start = "earlier stage's weights" if ctx.layout.init_model is not None else "base model"
     if ctx.cfg.peft.type == "none":
-        return f"separate copy of the {start}"
-    return f"{start} with the adapter disabled"
+        return f"separate copy of the {ctx.model_label}"
+    return f"{ctx.model_label} with the adapter disabled"
 
 
 def run(ctx: TrainContext) -> dict[str, Any]:

@@ -24,8 +24,7 @@ SEQ_CLS = "sequence_classification"
 
 
 def _reward_base(ctx: TrainContext, tokenizer):
-    what = "base model" if ctx.layout.init_model is None else "earlier stage's weights"
-    model = load_model(ctx.cfg, ctx.precision, ctx.model_source, task=SEQ_CLS, num_labels=1, what=what)
+    model = load_model(ctx.cfg, ctx.precision, ctx.model_source, task=SEQ_CLS, num_labels=1, what=ctx.model_label)
     model.config.pad_token_id = tokenizer.pad_token_id
     if ctx.layout.init_adapter is None:
         return model, peft_config(ctx.cfg.peft, "SEQ_CLS", tokenizer_source=ctx.tokenizer_source)
