@@ -43,18 +43,57 @@ def test_sagemaker_layout(opt_ml):
     assert layout.failure_file == opt_ml / "output" / "failure"
 
 
-def test_sagemaker_init_adapter_archive_is_extracted(opt_ml):
-    channel = opt_ml / "input" / "data" / "init_adapter"
-    channel.mkdir(parents=True)
+def _model_tar(path: Path, files: dict[str, bytes]) -> None:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        data = b'{"peft_type": "LORA"}'
-        info = tarfile.TarInfo("adapter_config.json")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    (channel / "model.tar.gz").write_bytes(buf.getvalue())
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+
+
+def test_sagemaker_init_adapter_archive_is_extracted(opt_ml):
+    _model_tar(opt_ml / "input" / "data" / "init_adapter" / "model.tar.gz",
+               {"adapter_config.json": b'{"peft_type": "LORA"}'})
     layout = resolve(_cfg(init_adapter="/opt/ml/input/data/init_adapter"))
     assert (layout.init_adapter / "adapter_config.json").read_text() == '{"peft_type": "LORA"}'
+
+
+def test_sagemaker_init_model_channel_holds_full_weights(opt_ml):
+    """A full fine-tuning stage's model.tar.gz arrives in the `init_model` channel (named like the field)."""
+    _model_tar(opt_ml / "input" / "data" / "init_model" / "model.tar.gz",
+               {"config.json": b'{"model_type": "llama"}', "model.safetensors": b"x"})
+    layout = resolve(_cfg(init_model="/opt/ml/input/data/init_model"))
+    assert (layout.init_model / "config.json").read_text() == '{"model_type": "llama"}'
+    assert layout.init_adapter is None
+    assert layout.log_file == opt_ml / "output" / "data" / "train_entry.log"  # uploaded beside the model
+
+
+def test_full_weights_are_not_an_adapter(opt_ml):
+    _model_tar(opt_ml / "input" / "data" / "init_adapter" / "model.tar.gz", {"config.json": b"{}"})
+    with pytest.raises(LayoutError, match="holds full model weights .* pass it as outputs.init_model"):
+        resolve(_cfg(init_adapter="/opt/ml/input/data/init_adapter"))
+
+
+def test_azure_init_model_input_is_a_flag(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLOUDFT_SM_ROOT", str(tmp_path / "absent"))
+    monkeypatch.setenv("AZUREML_RUN_ID", "run-1")
+    weights = tmp_path / "azureml" / "inputs" / "init_model"
+    weights.mkdir(parents=True)
+    (weights / "config.json").write_text("{}")
+    adapter = tmp_path / "azureml" / "inputs" / "init_adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    write_jsonl(tmp_path / "train.jsonl", [{"text": "x"}])
+    layout = resolve(_cfg(), tmp_path / "run.json", train=str(tmp_path / "train.jsonl"), init_model=str(weights),
+                     init_adapter=str(adapter), output_dir=str(tmp_path / "out"))
+    assert layout.platform == "azureml"
+    assert (layout.init_model, layout.init_adapter) == (weights, adapter)
+    assert layout.log_file == tmp_path / "out" / "train_entry.log"
+    with pytest.raises(LayoutError, match="holds an adapter .* pass it as outputs.init_adapter"):
+        resolve(_cfg(), tmp_path / "run.json", train=str(tmp_path / "train.jsonl"), init_model=str(adapter))
 
 
 def test_flags_win_and_folders_resolve_to_their_single_file(tmp_path, monkeypatch):

@@ -156,7 +156,7 @@ def test_reward_model_then_rl(work, tiny_model, pref):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train_entry.methods.reward import load_reward_model, score
+    from train_entry.scoring import load_reward_model, score
 
     rc, rm_out = run_stage(write_config(work, "reward", tiny_model, "reward", *pref,
                                         training={"max_steps": 4}))

@@ -86,7 +86,7 @@ def test_text_metrics_use_the_packages():
 def test_held_out_split_is_the_training_complement(tmp_path):
     from datasets import Dataset
 
-    from train_entry.evaluate import split_held_out
+    from train_entry.splits import split_held_out
 
     ds = Dataset.from_list([{"x": i} for i in range(50)])
     train, held = split_held_out(ds, 0.2, seed=7)

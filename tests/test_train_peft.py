@@ -77,7 +77,7 @@ def test_qlora_loads_the_base_in_nf4_with_double_quant(tmp_path, tiny_model):
 
     cfg = RunConfig.read(run_config(tmp_path, tiny_model, "qlora"))
     assert cfg.peft.quantization.double_quant and cfg.peft.quantization.quant_type == "nf4"
-    model = load_model(cfg, "fp32")
+    model = load_model(cfg, "fp32", cfg.base_model)
     q = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert q, "no 4-bit linear layers"
     assert q[0].weight.quant_state.nested  # double quantization

@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 
 from .checkpoints import mark_complete
 from .events import emit, log
+from .progress import EVALUATE, Phase
 
 
 class ProgressCallback(TrainerCallback):
@@ -22,6 +23,22 @@ class ProgressCallback(TrainerCallback):
         self.log_path = log_path
         self.stage = stage
         self.method = method
+        self._eval: Optional[Phase] = None
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        """Evaluation batches (the trainer's own held-out evaluation) as an `evaluate` phase."""
+        if self._eval is None:
+            try:
+                total = len(eval_dataloader.dataset)
+            except (AttributeError, TypeError):
+                total = None
+            self._eval = Phase(EVALUATE, total=total, unit="samples", label="held-out evaluation").__enter__()
+        self._eval.advance(args.per_device_eval_batch_size * max(1, args.world_size))
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self._eval is not None:
+            self._eval.__exit__(None, None, None)
+            self._eval = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:

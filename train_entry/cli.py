@@ -7,14 +7,13 @@ import json
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Optional
 
 from .config import RunConfig
-from .events import emit, log
-
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 143
+from .events import close_log, emit, log, open_log
+from .failures import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Failure,  # noqa: F401 - re-exported
+                       describe, report)
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -25,6 +24,7 @@ def _train_parser() -> argparse.ArgumentParser:
     ap.add_argument("--train", help="data file, or a folder holding one (Azure inputs, SageMaker channels)")
     ap.add_argument("--validation")
     ap.add_argument("--init-adapter", help="adapter folder of the previous stage")
+    ap.add_argument("--init-model", help="full weights of an earlier stage (full fine-tuning), instead of base_model")
     ap.add_argument("--reward-model", help="reward model folder (rl)")
     return ap
 
@@ -37,48 +37,54 @@ def _merge_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _fail(message: str, code: int, failure_file: Optional[Path] = None) -> int:
-    log(f"error: {message}")
-    emit("failed", reason=message, exit_code=code)
-    if failure_file is not None:
-        try:
-            failure_file.parent.mkdir(parents=True, exist_ok=True)
-            failure_file.write_text(message[:1000])
-        except OSError:
-            pass
-    return code
+def _fail(message: str, code: int, fix: str = "fix the run config or the flag") -> int:
+    """A failure before the run's paths are known (bad config or flags): one message, no log file."""
+    return report(Failure("config", "reading the run config", message, fix, code))
 
 
 def train(argv: list[str]) -> int:
     args = _train_parser().parse_args(argv)
     from pydantic import ValidationError
 
-    from .data import DataError
     from .layout import LayoutError, resolve
 
     config_path = Path(args.config)
     try:
         cfg = RunConfig.read(config_path)
     except FileNotFoundError:
-        return _fail(f"run config {config_path} does not exist", EXIT_BAD_INPUT)
+        return _fail(f"run config {config_path} does not exist", EXIT_BAD_INPUT, "pass the path of a run config")
     except (ValidationError, json.JSONDecodeError) as exc:
         return _fail(f"run config {config_path} is invalid: {exc}", EXIT_BAD_INPUT)
     try:
         layout = resolve(cfg, config_path, output_dir=args.output_dir, checkpoint_dir=args.checkpoint_dir,
                          train=args.train, validation=args.validation, init_adapter=args.init_adapter,
-                         reward_model=args.reward_model)
+                         reward_model=args.reward_model, init_model=args.init_model)
     except LayoutError as exc:
-        return _fail(str(exc), EXIT_BAD_INPUT)
+        return report(describe(exc, cfg))
 
+    from .runtime import world
+
+    w = world()
+    log_file = layout.log_file if w.is_main else layout.log_file.with_name(f"train_entry.rank{w.rank}.log")
+    open_log(log_file)
+    try:
+        return _run(cfg, layout, w, log_file)
+    finally:
+        close_log()
+
+
+def _run(cfg: RunConfig, layout, w, log_file: Path) -> int:
+    """Train, export, evaluate and report one stage; any failure becomes one located message."""
     import logging
+
+    from . import progress
 
     # before .context: its imports load bitsandbytes, which warns about an optional CPU kernel package at import
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from .context import TrainContext
     from .methods import get_method
-    from .runtime import resolve_precision, world
+    from .runtime import resolve_precision
 
-    w = world()
     for name in cfg.env_secrets:
         if name not in os.environ:
             log(f"warning: secret env var {name} is not set")
@@ -92,38 +98,62 @@ def train(argv: list[str]) -> int:
         layout.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         log(f"stage {cfg.stage} method={cfg.method} peft={cfg.peft.type} precision={ctx.precision} "
             f"world={w.world_size} platform={layout.platform}")
-        log(f"train={layout.train} output={layout.output_dir} checkpoints={layout.checkpoint_dir}")
+        log(f"train={layout.train} output={layout.output_dir} checkpoints={layout.checkpoint_dir} log={log_file}")
+        if layout.init_model is not None:
+            log(f"starting from the full weights in {layout.init_model} (instead of {cfg.base_model})")
     from .runtime import quiet_libraries
 
     quiet_libraries()
     from transformers import set_seed
 
     set_seed(cfg.training.seed)
+    progress.reset()
+    step = [f"stage {cfg.stage} ({cfg.method})"]
     started = time.time()
     try:
         metrics = get_method(cfg.method)(ctx)
-    except DataError as exc:
-        return _fail(str(exc), EXIT_BAD_INPUT, layout.failure_file)
-    except Exception as exc:  # noqa: BLE001 - report, then fail the job with the reason
-        traceback.print_exc()
-        return _fail(f"{type(exc).__name__}: {exc}", 1, layout.failure_file)
-    if ctx.policy.interrupted:
-        log("stopped after writing a checkpoint; a new run with the same checkpoint dir resumes")
-        emit("interrupted", checkpoint_dir=str(layout.checkpoint_dir))
-        return EXIT_INTERRUPTED
-    metrics["train_seconds"] = round(time.time() - started, 2)
-    if w.is_main:
-        _after_training(ctx, metrics)
-        emit("done", output_dir=str(layout.output_dir))
-    return EXIT_OK
+        if ctx.policy.interrupted:
+            log("stopped after writing a checkpoint; a new run with the same checkpoint dir resumes")
+            emit("interrupted", checkpoint_dir=str(layout.checkpoint_dir))
+            return EXIT_INTERRUPTED
+        metrics["train_seconds"] = round(time.time() - started, 2)
+        if w.is_main:
+            _after_training(ctx, metrics, step)
+            emit("done", output_dir=str(layout.output_dir))
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one located message (traceback: log file)
+        where = step[0] + (f", {progress.failed_in()}" if progress.failed_in() else "")
+        try:
+            failure = describe(exc, cfg, where=where, checkpoint=ctx.resumed_from, precision=ctx.precision)
+        except Exception:  # noqa: BLE001 - describing must never hide the failure itself
+            failure = Failure("error", where, f"{type(exc).__name__}: {exc}", "see the traceback in the log file",
+                              EXIT_FAILED)
+        return report(failure, exc, log_file, layout.failure_file, stage=cfg.stage, method=cfg.method)
 
 
-def _after_training(ctx, metrics: dict) -> None:
-    """Evaluation, report and exports (main process), then metrics.json."""
-    from .evaluate import evaluate_and_report
+def _after_training(ctx, metrics: dict, step: list[str]) -> None:
+    """Exports, evaluation and the report (main process), then metrics.json. Exports run before evaluation
+    and whether or not it is enabled; a failed evaluation is a note in the report."""
+    from .artifact import describe_output
+    from .export import run_exports
+    from .report import write_report
 
+    metrics.update(describe_output(ctx))
+    step[0] = f"stage {ctx.cfg.stage} ({ctx.cfg.method}) export"
+    exports, notes = run_exports(ctx)
+    metrics.update(exports)
+    generations: list[dict] = []
     if ctx.cfg.eval.enabled:
-        metrics.update(evaluate_and_report(ctx, metrics))
+        from .evaluate import evaluate
+
+        step[0] = f"stage {ctx.cfg.stage} ({ctx.cfg.method}) evaluation"
+        results, generations, eval_notes = evaluate(ctx, exports)
+        metrics.update(results)
+        notes += eval_notes
+    step[0] = f"stage {ctx.cfg.stage} ({ctx.cfg.method}) report"
+    path = write_report(ctx, metrics, generations, notes)
+    metrics["report"] = str(path)
+    log(f"report: {path}")
     out = ctx.layout.output_dir / "metrics.json"
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(metrics, indent=2, default=str))
@@ -133,12 +163,15 @@ def _after_training(ctx, metrics: dict) -> None:
 
 def merge(argv: list[str]) -> int:
     args = _merge_parser().parse_args(argv)
-    from .export import merge_adapter
+    from .export import NotMergeable, merge_adapter
 
     try:
         path = merge_adapter(Path(args.adapter), Path(args.out), base=args.base)
-    except ValueError as exc:
-        return _fail(str(exc), EXIT_BAD_INPUT)
+    except NotMergeable as exc:
+        return report(Failure("config", f"merging {args.adapter}", str(exc), "pass a LoRA/QLoRA/DoRA adapter folder",
+                              EXIT_BAD_INPUT))
+    except Exception as exc:  # noqa: BLE001 - one located message, the traceback on stderr (no run log here)
+        return report(describe(exc, where=f"merging {args.adapter}"), exc)
     log(f"merged model written to {path}")
     return EXIT_OK
 

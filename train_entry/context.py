@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .callbacks import CheckpointPolicyCallback, ProgressCallback
 from .checkpoints import latest_valid
@@ -21,6 +21,7 @@ class TrainContext:
     world: World
     precision: str
     policy: CheckpointPolicyCallback = field(default_factory=CheckpointPolicyCallback)
+    resumed_from: Optional[str] = None  # the checkpoint training resumed from (named if it cannot be read)
 
     @property
     def callbacks(self) -> list:
@@ -90,9 +91,19 @@ class TrainContext:
         return trainer
 
     @property
+    def model_source(self) -> str:
+        """Where this stage's weights start: an earlier full fine-tuning stage's output, else the base model."""
+        return str(self.layout.init_model) if self.layout.init_model is not None else self.cfg.base_model
+
+    @property
+    def model_label(self) -> str:
+        """What `model_source` is, for messages."""
+        return "base model" if self.layout.init_model is None else "earlier stage's weights"
+
+    @property
     def tokenizer_source(self) -> str:
-        """Where the tokenizer comes from: the previous stage's adapter folder if it saved one."""
-        init = self.layout.init_adapter
-        if init is not None and (Path(init) / "tokenizer_config.json").is_file():
-            return str(init)
+        """Where the tokenizer comes from: the previous stage's output if it saved one, else the base model."""
+        for init in (self.layout.init_adapter, self.layout.init_model):
+            if init is not None and (Path(init) / "tokenizer_config.json").is_file():
+                return str(init)
         return self.cfg.base_model

@@ -1,53 +1,34 @@
-"""After training (main process): base vs tuned on the held-out split, exports, and the run report.
+"""After training and exports (main process): base vs tuned on the held-out split.
 
-`evaluate_and_report(ctx, metrics)` (called by cli._after_training) measures, bounded by eval.max_samples:
+`evaluate(ctx, exports)` (called by cli._after_training when eval.enabled) measures, bounded by eval.max_samples:
 - validation loss / perplexity of the base and the tuned model on the reference completions;
 - preference methods: held-out preference accuracy and reward margins (DPO-style implicit rewards
   beta * (log p_tuned - log p_base) for dpo/orpo/kto; reward-model scores for `reward`);
 - `rl`: the reward model's mean score of base vs tuned generations;
 - greedy generations side by side for eval.prompts (or the first held-out prompts);
 - ROUGE-L (rouge-score) and BLEU (sacrebleu) of generations against the references, when there are any;
-- exports: merged weights (export.merge), a bitsandbytes 8-bit / NF4 copy (export.quantize) with size and
-  validation-loss change;
-then writes report.md + PNG plots into the output dir (train_entry.report) and returns the numbers.
+- the validation loss of what the export step wrote (merged weights, the 8-bit / NF4 copy) and the change
+  quantization made;
+and returns (numbers, generations, notes) for metrics.json and the report. "base" is the stage's starting
+point: the base model, or an earlier full fine-tuning stage's weights (`init_model`).
 """
 
 from __future__ import annotations
 
 import math
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
 from .events import log
+from .progress import EVALUATE, GENERATE, Phase
+from .splits import held_out_records
 
 POLICY_PREFERENCE = {"dpo", "orpo", "kto"}
 TEXT_METRIC_SAMPLES = 16  # generations scored with ROUGE/BLEU (each costs max_new_tokens decoding steps)
 
 
 # -- held-out data ---------------------------------------------------------------------------------
-
-def split_held_out(ds, fraction: float, seed: int):
-    """(train, held-out): a seeded split, the same one the training methods use."""
-    parts = ds.train_test_split(test_size=fraction, seed=seed, shuffle=True)
-    return parts["train"], parts["test"]
-
-
-def held_out(ctx) -> tuple[list[dict[str, Any]], Optional[str]]:
-    """Up to eval.max_samples held-out records and their format ([] when the run has no held-out data)."""
-    from .data import load_dataset
-
-    cfg, layout = ctx.cfg, ctx.layout
-    if layout.validation is not None:
-        ds, fmt = load_dataset(layout.validation, cfg.data.format, cfg.method, cfg.data.columns)
-    elif cfg.data.validation_split > 0:
-        ds, fmt = load_dataset(layout.train, cfg.data.format, cfg.method, cfg.data.columns)
-        _, ds = split_held_out(ds, cfg.data.validation_split, cfg.training.seed)
-    else:
-        return [], None
-    return ds.select(range(min(len(ds), cfg.eval.max_samples))).to_list(), fmt
-
 
 def _render(tokenizer, prompt, completion) -> tuple[str, str]:
     """(prompt text, completion text) for a standard or conversational (message list) sample."""
@@ -86,7 +67,7 @@ def _device(model):
 
 
 def sequence_logps(model, tokenizer, pairs: list[tuple[str, str]], max_length: int,
-                   batch_size: int = 8) -> list[tuple[float, int]]:
+                   batch_size: int = 8, label: str = "scoring") -> list[tuple[float, int]]:
     """(sum of log p, token count) of each completion given its prompt (keep-start truncation)."""
     import torch
 
@@ -100,7 +81,7 @@ def sequence_logps(model, tokenizer, pairs: list[tuple[str, str]], max_length: i
         rows.append((ids, max(start, 1)))
     pad = tokenizer.pad_token_id
     out: list[tuple[float, int]] = []
-    with torch.no_grad():
+    with torch.no_grad(), Phase(EVALUATE, total=len(rows), unit="samples", label=label, announce=False) as phase:
         for i in range(0, len(rows), batch_size):
             chunk = rows[i:i + batch_size]
             width = max(len(ids) for ids, _ in chunk)
@@ -120,6 +101,7 @@ def sequence_logps(model, tokenizer, pairs: list[tuple[str, str]], max_length: i
             sums = (tok_logp * tmask).sum(-1)
             for s, n in zip(sums.tolist(), tmask.sum(-1).tolist()):
                 out.append((s, int(n)))
+            phase.advance(len(chunk))
     return out
 
 
@@ -128,7 +110,8 @@ def mean_nll(logps: list[tuple[float, int]]) -> Optional[float]:
     return -sum(s for s, _ in logps) / tokens if tokens else None
 
 
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 8) -> list[str]:
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 8,
+             label: str = "generation") -> list[str]:
     """Greedy completions (left padding), decoded without the prompt."""
     import torch
 
@@ -136,12 +119,14 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     tokenizer.padding_side = "left"
     texts: list[str] = []
     try:
-        with torch.no_grad():
+        with torch.no_grad(), Phase(GENERATE, total=len(prompts), unit="prompts", label=label,
+                                    announce=False) as phase:
             for i in range(0, len(prompts), batch_size):
                 enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True).to(_device(model))
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id)
                 texts.extend(tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+                phase.advance(enc["input_ids"].shape[0])
     finally:
         tokenizer.padding_side = side
     return texts
@@ -161,22 +146,23 @@ def text_metrics(predictions: list[str], references: list[str]) -> dict[str, flo
 # -- models ----------------------------------------------------------------------------------------
 
 class Models:
-    """The tuned model and the base: one set of weights when the run saved an adapter
-    (the base is the same model with the adapter disabled), two otherwise."""
+    """The tuned model and the stage's starting point ("base": the base model, or an earlier stage's full
+    weights): one set of weights when the stage saved an adapter (the base is the same model with the adapter
+    disabled), two otherwise."""
 
     def __init__(self, ctx):
         from .modeling import is_adapter_dir, load_model
 
         self.ctx = ctx
         out = ctx.layout.output_dir
-        base = self._place(load_model(ctx.cfg, ctx.precision))
+        base = self._place(load_model(ctx.cfg, ctx.precision, ctx.model_source))
         self._base = None
         if is_adapter_dir(out):
             from peft import PeftModel
 
             self.tuned = PeftModel.from_pretrained(base, str(out)).eval()
         else:
-            self.tuned = self._place(load_model(ctx.cfg, ctx.precision, base=str(out))).eval()
+            self.tuned = self._place(load_model(ctx.cfg, ctx.precision, str(out), what="trained model")).eval()
             self._base = base.eval()
 
     @staticmethod
@@ -198,30 +184,30 @@ class Models:
 
 # -- the evaluation --------------------------------------------------------------------------------
 
-def evaluate_and_report(ctx, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Measure, export, write report.md + plots; returns the numbers (merged into metrics.json)."""
-    from .report import write_report
-
+def evaluate(ctx, exports: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, str]], list[str]]:
+    """(numbers, generations, notes): base vs tuned on held-out data, and the exported copies' validation loss.
+    A failed evaluation is a note, not a failed job: the trained model and the exports are already saved."""
     cfg = ctx.cfg
     results: dict[str, Any] = {}
     generations: list[dict[str, str]] = []
     notes: list[str] = []
-    records, fmt = held_out(ctx)
-    if not records:
-        notes.append("no held-out data (set data.validation or data.validation_split): no validation metrics")
-    try:
-        if cfg.method == "reward":
-            results.update(_reward_model_metrics(ctx, records, fmt))
-        else:
-            generations = _policy_metrics(ctx, records, fmt, results)
-            results.update(_exports(ctx, records, fmt, results, notes))
-    except Exception as exc:  # noqa: BLE001 - the trained model is saved; a failed evaluation must not fail the job
-        log(f"warning: evaluation failed: {type(exc).__name__}: {exc}")
-        notes.append(f"evaluation failed: {type(exc).__name__}: {exc}")
-    report = write_report(ctx, {**metrics, **results}, generations, notes)
-    results["report"] = str(report)
-    log(f"report: {report}")
-    return results
+    with Phase(EVALUATE, unit="records", label="evaluation", max_samples=cfg.eval.max_samples) as phase:
+        try:
+            records, fmt = held_out_records(cfg, ctx.layout)
+            phase.total = len(records)
+            if not records:
+                notes.append("no held-out data (set data.validation or data.validation_split): "
+                             "no validation metrics")
+            if cfg.method == "reward":
+                results.update(_reward_model_metrics(ctx, records, fmt))
+            else:
+                generations = _policy_metrics(ctx, records, fmt, results)
+                results.update(_export_metrics(ctx, records, fmt, exports, results))
+            phase.advance(len(records))
+        except Exception as exc:  # noqa: BLE001 - the model is saved; a failed evaluation must not fail the job
+            log(f"warning: evaluation failed: {type(exc).__name__}: {exc}")
+            notes.append(f"evaluation failed: {type(exc).__name__}: {exc}")
+    return results, generations, notes
 
 
 def _policy_metrics(ctx, records, fmt, results: dict[str, Any]) -> list[dict[str, str]]:
@@ -231,9 +217,9 @@ def _policy_metrics(ctx, records, fmt, results: dict[str, Any]) -> list[dict[str
     max_len = cfg.training.max_length
     pairs = completions(records, fmt, tok) if records else []
     if pairs:
-        tuned_lp = sequence_logps(models.tuned, tok, pairs, max_len)
+        tuned_lp = sequence_logps(models.tuned, tok, pairs, max_len, label="validation loss, tuned")
         with models.base() as base:
-            base_lp = sequence_logps(base, tok, pairs, max_len)
+            base_lp = sequence_logps(base, tok, pairs, max_len, label="validation loss, base")
         for name, lp in (("base", base_lp), ("tuned", tuned_lp)):
             nll = mean_nll(lp)
             if nll is not None:
@@ -244,17 +230,17 @@ def _policy_metrics(ctx, records, fmt, results: dict[str, Any]) -> list[dict[str
     prompts = list(cfg.eval.prompts) or [p for p, _ in pairs[:3]]
     generations = []
     if prompts:
-        tuned_gen = generate(models.tuned, tok, prompts, cfg.eval.max_new_tokens)
+        tuned_gen = generate(models.tuned, tok, prompts, cfg.eval.max_new_tokens, label="report generations, tuned")
         with models.base() as base:
-            base_gen = generate(base, tok, prompts, cfg.eval.max_new_tokens)
+            base_gen = generate(base, tok, prompts, cfg.eval.max_new_tokens, label="report generations, base")
         generations = [{"prompt": p, "base": b, "tuned": t} for p, b, t in zip(prompts, base_gen, tuned_gen)]
     scored = [(p, ref) for p, ref in pairs[:TEXT_METRIC_SAMPLES] if p and ref.strip()]
     if scored:
         sp = [p for p, _ in scored]
         refs = [r for _, r in scored]
-        tuned_out = generate(models.tuned, tok, sp, cfg.eval.max_new_tokens)
+        tuned_out = generate(models.tuned, tok, sp, cfg.eval.max_new_tokens, label="text metrics, tuned")
         with models.base() as base:
-            base_out = generate(base, tok, sp, cfg.eval.max_new_tokens)
+            base_out = generate(base, tok, sp, cfg.eval.max_new_tokens, label="text metrics, base")
         for name, preds in (("base", base_out), ("tuned", tuned_out)):
             for k, v in text_metrics(preds, refs).items():
                 results[f"{k}_{name}"] = v
@@ -266,10 +252,11 @@ def _policy_metrics(ctx, records, fmt, results: dict[str, Any]) -> list[dict[str
 def _implicit_rewards(models, tok, records, fmt, beta: float, max_len: int) -> dict[str, float]:
     """Held-out preference accuracy and margins of the DPO implicit reward beta * log(p_tuned / p_base)."""
     chosen, rejected = completions(records, fmt, tok, "chosen"), completions(records, fmt, tok, "rejected")
-    lp = {"tuned": (sequence_logps(models.tuned, tok, chosen, max_len),
-                    sequence_logps(models.tuned, tok, rejected, max_len))}
+    lp = {"tuned": (sequence_logps(models.tuned, tok, chosen, max_len, label="implicit rewards, tuned chosen"),
+                    sequence_logps(models.tuned, tok, rejected, max_len, label="implicit rewards, tuned rejected"))}
     with models.base() as base:
-        lp["base"] = (sequence_logps(base, tok, chosen, max_len), sequence_logps(base, tok, rejected, max_len))
+        lp["base"] = (sequence_logps(base, tok, chosen, max_len, label="implicit rewards, base chosen"),
+                      sequence_logps(base, tok, rejected, max_len, label="implicit rewards, base rejected"))
     (tc, tr), (bc, br) = lp["tuned"], lp["base"]
     margins = [beta * ((c[0] - bc_[0]) - (r[0] - br_[0])) for c, r, bc_, br_ in zip(tc, tr, bc, br)]
     n = len(margins)
@@ -283,11 +270,11 @@ def _implicit_rewards(models, tok, records, fmt, beta: float, max_len: int) -> d
 
 def _reward_model_metrics(ctx, records, fmt) -> dict[str, float]:
     """Held-out accuracy (score(chosen) > score(rejected)) and mean margin of the trained reward model."""
-    from .methods.reward import load_reward_model, score
+    from .scoring import load_reward_model, score
 
     if not records or fmt != "preference":
         return {}
-    model, tok = load_reward_model(ctx.layout.output_dir, base=ctx.cfg.base_model)
+    model, tok = load_reward_model(ctx.layout.output_dir, base=ctx.model_source)
     model = Models._place(model)
     chosen = [p + c for p, c in completions(records, fmt, tok, "chosen")]  # rendered like RewardTrainer does
     rejected = [p + r for p, r in completions(records, fmt, tok, "rejected")]
@@ -300,7 +287,7 @@ def _reward_model_metrics(ctx, records, fmt) -> dict[str, float]:
 
 def _rl_rewards(ctx, prompts, base_out, tuned_out) -> dict[str, float]:
     """Mean reward-model score of base vs tuned generations on held-out prompts."""
-    from .methods.reward import load_reward_model, score
+    from .scoring import load_reward_model, score
 
     model, tok = load_reward_model(ctx.layout.reward_model, base=ctx.cfg.base_model)
     model = Models._place(model)
@@ -320,59 +307,30 @@ def _tokenizer(ctx):
 
 # -- exports ---------------------------------------------------------------------------------------
 
-def weights_size(path: Path) -> int:
-    """Bytes of the weight files in a model folder (safetensors / bin shards, not tokenizer or logs)."""
-    return sum(p.stat().st_size for p in Path(path).iterdir()
-               if p.is_file() and p.name.endswith((".safetensors", ".bin")) and "adapter" not in p.name)
-
-
-def _exports(ctx, records, fmt, results: dict[str, Any], notes: list[str]) -> dict[str, Any]:
-    """Merged weights and/or a quantized copy, each with its size and validation loss."""
-    from .modeling import is_adapter_dir
-
-    exp, out = ctx.cfg.export, ctx.layout.output_dir
-    if not exp.merge and not exp.quantize:
+def _export_metrics(ctx, records, fmt, exports: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    """Validation loss of the merged weights and of the quantized copy the export step wrote."""
+    if not records or not ({"merged_dir", "quantized_dir"} & set(exports)):
+        return {}
+    tok = _tokenizer(ctx)
+    pairs = completions(records, fmt, tok)
+    if not pairs:
         return {}
     res: dict[str, Any] = {}
-    tok = _tokenizer(ctx)
-    pairs = completions(records, fmt, tok) if records else []
-    weights = out  # full weights to quantize from
-    merged = out / "merged"
-    if is_adapter_dir(out):
-        from .export import merge_adapter
-
-        try:
-            merge_adapter(out, merged, base=ctx.cfg.base_model)
-        except ValueError as exc:
-            notes.append(f"merge skipped: {exc}")
-            return res
-        weights = merged
-        if exp.merge:
-            res["merged_dir"] = str(merged)
-            res["merged_size_mb"] = weights_size(merged) / 2**20
-            if pairs:
-                res["merged_val_loss"] = _val_loss_of(merged, tok, pairs, ctx.cfg.training.max_length)
-    elif exp.merge:
-        notes.append("merge: the run saved full weights already (no adapter to merge)")
-    if exp.quantize:
-        from .quantize import quantize_model
-
-        qdir = quantize_model(weights, out / f"quantized-{exp.quantize}", exp.quantize)
-        res["quantized_dir"] = str(qdir)
-        res["quantized_size_mb"] = weights_size(qdir) / 2**20
-        res["full_size_mb"] = weights_size(weights) / 2**20
-        if pairs:
-            qloss = _val_loss_of(qdir, tok, pairs, ctx.cfg.training.max_length)
-            res["quantized_val_loss"] = qloss
-            if "val_loss_tuned" in results:
-                res["quantized_val_loss_change"] = qloss - results["val_loss_tuned"]
-    if not exp.merge and weights is merged:
-        shutil.rmtree(merged, ignore_errors=True)  # only needed as the quantization source
+    max_len = ctx.cfg.training.max_length
+    if "merged_dir" in exports:
+        res["merged_val_loss"] = _val_loss_of(Path(exports["merged_dir"]), tok, pairs, max_len)
+    if "quantized_dir" in exports:
+        qloss = _val_loss_of(Path(exports["quantized_dir"]), tok, pairs, max_len)
+        res["quantized_val_loss"] = qloss
+        if "val_loss_tuned" in results and qloss is not None:
+            res["quantized_val_loss_change"] = qloss - results["val_loss_tuned"]
     return res
 
 
 def _val_loss_of(model_dir: Path, tok, pairs, max_length: int) -> Optional[float]:
     from transformers import AutoModelForCausalLM
 
-    model = Models._place(AutoModelForCausalLM.from_pretrained(str(model_dir))).eval()
-    return mean_nll(sequence_logps(model, tok, pairs, max_length))
+    from .modeling import from_pretrained
+
+    model = Models._place(from_pretrained(AutoModelForCausalLM, str(model_dir), "exported model")).eval()
+    return mean_nll(sequence_logps(model, tok, pairs, max_length, label=f"validation loss, {model_dir.name}"))

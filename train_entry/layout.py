@@ -16,6 +16,7 @@ from typing import Optional
 from .config import RunConfig
 
 DATA_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".csv", ".parquet")
+LOG_NAME = "train_entry.log"
 
 
 class LayoutError(ValueError):
@@ -32,10 +33,16 @@ class Layout:
     reward_model: Optional[Path]
     platform: str  # local | sagemaker | azureml
     failure_file: Optional[Path] = None
+    init_model: Optional[Path] = None  # full weights of an earlier stage (replace base_model)
+    run_log: Optional[Path] = None  # train_entry's log file (full tracebacks); default: output_dir/train_entry.log
 
     @property
     def logging_dir(self) -> Path:
         return self.output_dir / "logs"
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_log or self.output_dir / LOG_NAME
 
 
 def sagemaker_root() -> Path:
@@ -83,6 +90,24 @@ def model_dir(path: str | Path, what: str) -> Path:
     return p
 
 
+# what an earlier stage's folder must hold, and where the other kind of folder belongs
+_STAGE_FOLDERS = {
+    "init_adapter": ("adapter_config.json", "config.json", "full model weights from a full fine-tuning stage",
+                     "outputs.init_model (--init-model)"),
+    "init_model": ("config.json", "adapter_config.json", "an adapter", "outputs.init_adapter (--init-adapter)"),
+}
+
+
+def _stage_folder(path: Path, what: str) -> Path:
+    """`path` if it holds what `what` needs; otherwise say where it belongs (full weights are not an adapter)."""
+    need, other, other_kind, other_field = _STAGE_FOLDERS[what]
+    if (path / need).is_file():
+        return path
+    if (path / other).is_file():
+        raise LayoutError(f"{what}: {path} holds {other_kind} ({other}, no {need}); pass it as {other_field}")
+    raise LayoutError(f"{what}: {path} holds no {need}; pass the output folder of an earlier stage")
+
+
 def _sm_checkpoint_dir(root: Path) -> Path:
     cfg = root / "input" / "config" / "checkpointconfig.json"
     if cfg.is_file():
@@ -102,7 +127,8 @@ def _sm_channel(root: Path, name: str) -> Optional[Path]:
 
 def resolve(cfg: RunConfig, config_path: Optional[Path] = None, *, output_dir: Optional[str] = None,
             checkpoint_dir: Optional[str] = None, train: Optional[str] = None, validation: Optional[str] = None,
-            init_adapter: Optional[str] = None, reward_model: Optional[str] = None) -> Layout:
+            init_adapter: Optional[str] = None, reward_model: Optional[str] = None,
+            init_model: Optional[str] = None) -> Layout:
     """Resolve every path train_entry uses. Relative run-config paths are relative to the config file."""
     base = config_path.parent if config_path else Path.cwd()
     if cfg.outputs.data_dir:
@@ -126,11 +152,13 @@ def resolve(cfg: RunConfig, config_path: Optional[Path] = None, *, output_dir: O
 
     out = output_dir or cfg.outputs.output_dir
     ckpt = checkpoint_dir or cfg.outputs.checkpoint_dir
-    failure = None
+    failure = run_log = None
     if platform == "sagemaker":
         out_p = rel(out, base) or sm / "model"
         ckpt_p = rel(ckpt, base) or _sm_checkpoint_dir(sm)
         failure = sm / "output" / "failure"
+        # output/data goes to output.tar.gz at the end of the job, beside (not inside) the model artifact
+        run_log = sm / "output" / "data" / LOG_NAME
     else:
         out_p = rel(out, base) or base / "output"
         ckpt_p = rel(ckpt, base) or out_p.parent / "checkpoints"
@@ -149,9 +177,12 @@ def resolve(cfg: RunConfig, config_path: Optional[Path] = None, *, output_dir: O
     val_src = source(validation, cfg.data.validation, "validation", data_base)
     val_p = data_file(val_src, "validation") if val_src else None
     init_src = source(init_adapter, cfg.outputs.init_adapter, "init_adapter", base)
-    init_p = model_dir(init_src, "init_adapter") if init_src else None
+    init_p = _stage_folder(model_dir(init_src, "init_adapter"), "init_adapter") if init_src else None
+    init_model_src = source(init_model, cfg.outputs.init_model, "init_model", base)
+    init_model_p = _stage_folder(model_dir(init_model_src, "init_model"), "init_model") if init_model_src else None
     reward_src = source(reward_model, cfg.reward_model, "reward_model", base)
     reward_p = model_dir(reward_src, "reward_model") if reward_src else None
 
     return Layout(output_dir=out_p, checkpoint_dir=ckpt_p, train=train_p, validation=val_p,
-                  init_adapter=init_p, reward_model=reward_p, platform=platform, failure_file=failure)
+                  init_adapter=init_p, reward_model=reward_p, platform=platform, failure_file=failure,
+                  init_model=init_model_p, run_log=run_log)

@@ -7,6 +7,8 @@ from typing import Any, Optional
 
 from .config import PeftConfig, RunConfig
 from .events import log
+from .failures import ModelLoadError
+from .progress import LOAD, Phase
 from .runtime import torch_dtype
 
 
@@ -27,10 +29,19 @@ def attention_implementation(choice: str) -> str:
     return choice
 
 
+def from_pretrained(auto_class, source: str, what: str, **kwargs: Any):
+    """`auto_class.from_pretrained(source)`; a missing, unreachable or gated model raises ModelLoadError
+    naming `what` was loaded (train_entry/failures.py turns it into one message with the fix)."""
+    try:
+        return auto_class.from_pretrained(str(source), **kwargs)
+    except OSError as exc:  # transformers reports missing/unreachable/gated models as OSError
+        raise ModelLoadError(what, str(source)) from exc
+
+
 def load_tokenizer(source: str):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(source)
+    tok = from_pretrained(AutoTokenizer, source, "tokenizer")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -50,9 +61,10 @@ def quantization_config(peft: PeftConfig, precision: str):
                               bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=compute)
 
 
-def load_model(cfg: RunConfig, precision: str, *, task: str = "causal_lm", num_labels: int = 1,
-               base: Optional[str] = None):
-    """The base model in the run's precision (quantized for qlora)."""
+def load_model(cfg: RunConfig, precision: str, source: str, *, task: str = "causal_lm", num_labels: int = 1,
+               what: str = "base model"):
+    """The model in `source` (the base model, or an earlier stage's full weights) in the run's precision
+    (quantized for qlora)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -65,11 +77,13 @@ def load_model(cfg: RunConfig, precision: str, *, task: str = "causal_lm", num_l
             from .runtime import world
 
             kwargs["device_map"] = {"": world().local_rank}
-    source = base or cfg.base_model
-    if task == "sequence_classification":
-        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, **kwargs)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    with Phase(LOAD, unit="MiB", label=f"load the {what}") as phase:  # minutes for a large model
+        if task == "sequence_classification":
+            model = from_pretrained(AutoModelForSequenceClassification, source, what, num_labels=num_labels,
+                                    **kwargs)
+        else:
+            model = from_pretrained(AutoModelForCausalLM, source, what, **kwargs)
+        phase.advance(round(sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20))
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 

@@ -1,4 +1,4 @@
-"""Quantized copies of a trained model for inference: bitsandbytes 8-bit (LLM.int8) or 4-bit NF4.
+"""Quantized copies of a trained model (or reward model) for inference: bitsandbytes 8-bit (LLM.int8) or 4-bit NF4.
 
 The copy is saved with its `quantization_config` in config.json, so `AutoModelForCausalLM.from_pretrained(dir)`
 loads it quantized again (bitsandbytes must be installed where it is loaded). bitsandbytes >= 0.45 runs both
@@ -27,15 +27,21 @@ def bnb_config(kind: str):
 
 
 def quantize_model(src: Path, out: Path, kind: str) -> Path:
-    """Load the full-weight causal LM in `src` quantized to `kind`, save it (+ tokenizer) to `out`."""
+    """Load the full weights in `src` (a causal LM, or a reward model: sequence classification) quantized to
+    `kind`, save them (+ tokenizer) to `out`."""
+    import json
+
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     src, out = Path(src), Path(out)
     kwargs = {"quantization_config": bnb_config(kind)}
     if torch.cuda.is_available():
         kwargs["device_map"] = {"": 0}
-    model = AutoModelForCausalLM.from_pretrained(str(src), **kwargs)
+    architectures = json.loads((src / "config.json").read_text()).get("architectures") or []
+    scorer = any(a.endswith("ForSequenceClassification") for a in architectures)
+    auto = AutoModelForSequenceClassification if scorer else AutoModelForCausalLM
+    model = auto.from_pretrained(str(src), **kwargs)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(out))

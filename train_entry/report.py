@@ -104,9 +104,19 @@ def write_report(ctx, numbers: dict[str, Any], generations: list[dict[str, str]]
     out.mkdir(parents=True, exist_ok=True)
     rows = read_log(out / "train_log.jsonl")
     plots = [p for p in (plot_losses(rows, out), plot_margins(rows, out)) if p is not None]
+    from .artifact import label
+
     lines = [f"# {cfg.name}: stage {cfg.stage} ({cfg.method})", "",
-             f"- base model: `{cfg.base_model}`", f"- PEFT: {cfg.peft.type}",
-             f"- output: `{out}`", ""]
+             f"- base model: `{cfg.base_model}`", f"- PEFT: {cfg.peft.type}"]
+    for key, text in (("init_model", "started from the full weights in"),
+                      ("init_adapter", "continued the adapter in")):
+        if numbers.get(key):
+            lines.append(f"- {text} `{numbers[key]}`")
+    if numbers.get("artifact"):
+        lines.append(f"- output: {label(numbers)} in `{out}`")
+    else:
+        lines.append(f"- output: `{out}`")
+    lines.append("")
     head = [(label, numbers[k]) for k, label in HEADLINES if k in numbers]
     if head:
         lines += ["## Results", "", "| metric | value |", "|---|---|"]

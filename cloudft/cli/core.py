@@ -188,9 +188,6 @@ def submit_cmd(spec_path: str, provider: str, stack: Optional[str], detach: bool
         raise SystemExit(1)
 
 
-#: how the end of a run names what a stage wrote (metrics.json "artifact", cloudft.stages.Artifact)
-ARTIFACT_LABEL = {"adapter": "adapter", "full_weights": "weights", "reward_model": "reward"}
-
 # metrics.json keys worth a line at the end of a run: (key, label)
 HEADLINES = (
     ("train_loss", "train loss"),
@@ -215,6 +212,8 @@ def _print_outcome(rec) -> None:
     out.print(f"[{colour}]{rec.status}[/] {rec.run_id}")
     if rec.provider != "local":
         return
+    from train_entry.artifact import label  # what the stage wrote: adapter, full weights or reward model
+
     from ..providers import get_provider
     from ..stages import stage_artifact
 
@@ -224,10 +223,11 @@ def _print_outcome(rec) -> None:
         o = run_dir / stage / "output"
         if (o / "metrics.json").exists():
             metrics = json.loads((o / "metrics.json").read_text())
-            what = metrics.get("artifact") or stage_artifact(stage.split("-", 1)[1], str(handle.peft.type)
-                                                             if handle.peft else "lora")
+            peft = str(handle.peft.type) if handle.peft else "lora"
+            what = label(metrics) if metrics.get("artifact") else \
+                label({"artifact": stage_artifact(stage.split("-", 1)[1], peft), "peft": peft})
             out.print(f"  stage {stage}")
-            out.print(f"    {ARTIFACT_LABEL.get(what, what) + ':':<9} {o}")
+            out.print(f"    {what}: {o}")
             out.print(f"    metrics:  {o / 'metrics.json'}")
             if (o / "report.md").exists():
                 out.print(f"    report:   {o / 'report.md'}")

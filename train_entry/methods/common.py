@@ -1,4 +1,5 @@
-"""Helpers every method shares: held-out split, the policy model (new or continued adapter), train + save."""
+"""Helpers every method shares: data split, the policy model (new or continued adapter, base or earlier
+full weights), building the trainer with progress events, train + save."""
 
 from __future__ import annotations
 
@@ -6,36 +7,34 @@ import shutil
 from typing import Any, Optional
 
 from ..context import TrainContext
-from ..data import load_dataset
 from ..events import log
 from ..modeling import attach_adapter, load_model, peft_config
+from ..progress import dataset_maps, with_progress
+from ..splits import load_split as _load_split
 
 
 def load_split(ctx: TrainContext, method: str):
-    """(train, held-out or None) datasets in canonical columns for `method`.
-
-    Held-out data is the validation file, else a seeded `data.validation_split` fraction of train
-    (train_entry.evaluate.held_out uses the same rule, so evaluation never scores training records).
-    """
-    from ..evaluate import split_held_out
-
-    cfg, layout = ctx.cfg, ctx.layout
-    train_ds, fmt = load_dataset(layout.train, cfg.data.format, method, cfg.data.columns)
-    eval_ds = None
-    if layout.validation is not None:
-        eval_ds, _ = load_dataset(layout.validation, fmt, method, cfg.data.columns)
-    elif cfg.data.validation_split > 0:
-        train_ds, eval_ds = split_held_out(train_ds, cfg.data.validation_split, cfg.training.seed)
+    """(train, held-out or None) datasets in canonical columns for `method` (rule: train_entry/splits.py)."""
+    train_ds, eval_ds, _ = _load_split(ctx.cfg, ctx.layout, method)
     return train_ds, eval_ds
 
 
 def policy_model(ctx: TrainContext, task_type: str = "CAUSAL_LM"):
-    """(model, peft_config): the base with the previous stage's adapter attached (trainable), or the base
-    plus a new adapter config for the trainer to apply (None for full fine-tuning)."""
-    model = load_model(ctx.cfg, ctx.precision)
+    """(model, peft_config): the starting weights (base model, or an earlier full fine-tuning stage's output)
+    with the previous stage's adapter attached (trainable), or with a new adapter config for the trainer to
+    apply (None for full fine-tuning)."""
+    model = load_model(ctx.cfg, ctx.precision, ctx.model_source, what=ctx.model_label)
     if ctx.layout.init_adapter is not None:
         return attach_adapter(model, ctx.layout.init_adapter), None
     return model, peft_config(ctx.cfg.peft, task_type, tokenizer_source=ctx.tokenizer_source)
+
+
+def make_trainer(ctx: TrainContext, trainer_cls: type, **kwargs: Any):
+    """`trainer_cls(**kwargs)` with our callbacks; its tokenization, packing and reference log-prob passes
+    (run by TRL's constructors) report progress events."""
+    with dataset_maps():
+        trainer = with_progress(trainer_cls)(**kwargs, callbacks=ctx.callbacks)
+    return ctx.quiet(trainer)
 
 
 def finished_state(checkpoint: Optional[str]) -> Optional[dict[str, Any]]:
@@ -58,6 +57,7 @@ def train_and_save(ctx: TrainContext, trainer) -> dict[str, Any]:
 
     Returns early, saving nothing final, when SIGTERM stopped the run (a checkpoint was written)."""
     resume = ctx.resume_checkpoint()
+    ctx.resumed_from = resume
     if resume and ctx.world.is_main:
         log(f"resuming from {resume} (same spec and data as an earlier run; `cloudft submit --rerun` starts afresh)")
     finished = finished_state(resume)

@@ -5,8 +5,9 @@ Reference model:
   adapter disabled (no second copy of the model).
 - Continuing a previous stage's adapter (`init_adapter`, e.g. `stages: [sft, dpo]`): TRL copies that adapter once as
   a frozen "ref" adapter (a few MB), so the reference is the SFT model, as DPO intends. Only "default" is saved.
-- Full fine-tuning (`peft.type: none`): the reference would be a second full copy of the weights, so the
-  reference log-probs are precomputed instead (see `precompute_pays`).
+- Full fine-tuning (`peft.type: none`): the reference would be a second full copy of the starting weights (the
+  base model, or an earlier full fine-tuning stage's weights from `init_model`), so the reference log-probs are
+  precomputed from them instead (see `precompute_pays`), with progress events (train_entry/progress.py).
 
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 from ..context import TrainContext
 from ..events import log
 from ..modeling import load_tokenizer
-from .common import load_split, policy_model, train_and_save
+from .common import load_split, make_trainer, policy_model, train_and_save
 
 
 # -- DPO -------------------------------------------------------------------------------------------
@@ -54,17 +55,16 @@ def build_trainer(ctx: TrainContext):
     log(f"dpo: reference = {'precomputed log-probs' if precompute else reference_kind(ctx)}")
     args = DPOConfig(**ctx.training_args(), max_length=t.max_length, beta=t.beta,
                      precompute_ref_log_probs=precompute, dataset_num_proc=None)
-    return ctx.quiet(DPOTrainer(model=model, ref_model=None, args=args, train_dataset=train_ds,
-                                eval_dataset=eval_ds, processing_class=tokenizer, peft_config=pconf,
-                                callbacks=ctx.callbacks))
+    return make_trainer(ctx, DPOTrainer, model=model, ref_model=None, args=args, train_dataset=train_ds,
+                        eval_dataset=eval_ds, processing_class=tokenizer, peft_config=pconf)
 
 
 def reference_kind(ctx: TrainContext) -> str:
     if ctx.layout.init_adapter is not None:
         return "frozen copy of the previous stage's adapter"
     if ctx.cfg.peft.type == "none":
-        return "separate copy of the base model"
-    return "base model with the adapter disabled"
+        return f"separate copy of the {ctx.model_label}"
+    return f"{ctx.model_label} with the adapter disabled"
 
 
 def run(ctx: TrainContext) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 from ..context import TrainContext
 from ..events import log
 from ..modeling import load_tokenizer
-from .common import load_split, policy_model, train_and_save
+from .common import load_split, make_trainer, policy_model, train_and_save
 from .dpo import precompute_pays
 
 
@@ -43,9 +43,8 @@ def build_trainer(ctx: TrainContext):
     args = KTOConfig(**ctx.training_args(), max_length=t.max_length, beta=t.beta, loss_type=loss_type,
                      desirable_weight=desirable, undesirable_weight=undesirable,
                      precompute_ref_log_probs=precompute_pays(ctx, len(train_ds)))
-    return ctx.quiet(KTOTrainer(model=model, ref_model=None, args=args, train_dataset=train_ds,
-                                eval_dataset=eval_ds, processing_class=tokenizer, peft_config=pconf,
-                                callbacks=ctx.callbacks))
+    return make_trainer(ctx, KTOTrainer, model=model, ref_model=None, args=args, train_dataset=train_ds,
+                        eval_dataset=eval_ds, processing_class=tokenizer, peft_config=pconf)
 
 
 def run(ctx: TrainContext) -> dict[str, Any]:

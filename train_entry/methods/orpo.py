@@ -10,7 +10,7 @@ from typing import Any
 
 from ..context import TrainContext
 from ..modeling import load_tokenizer
-from .common import load_split, policy_model, train_and_save
+from .common import load_split, make_trainer, policy_model, train_and_save
 
 
 def _orpo():
@@ -37,8 +37,8 @@ def build_trainer(ctx: TrainContext):
         extra["max_completion_length"] = max(1, t.max_length - t.max_prompt_length)
     common = {**ctx.training_args(), "remove_unused_columns": False}  # ORPO's collator needs every column
     args = ORPOConfig(**common, max_length=t.max_length, beta=t.beta, **extra)
-    return ctx.quiet(ORPOTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                                 processing_class=tokenizer, peft_config=pconf, callbacks=ctx.callbacks))
+    return make_trainer(ctx, ORPOTrainer, model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                        processing_class=tokenizer, peft_config=pconf)
 
 
 def run(ctx: TrainContext) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from ..context import TrainContext
 from ..data import DataError
 from ..events import log
 from ..modeling import load_tokenizer
-from .common import load_split, policy_model, train_and_save
-from .reward import RewardModelScorer, load_reward_model
+from ..scoring import RewardModelScorer, load_reward_model
+from .common import load_split, make_trainer, policy_model, train_and_save
 
 
 def to_prompts(ds):
@@ -66,9 +66,9 @@ def build_trainer(ctx: TrainContext):
     common = {**ctx.training_args(), "eval_strategy": "no", "eval_steps": None}
     args = RLOOConfig(**common, beta=t.beta, num_generations=t.num_generations,
                       max_completion_length=t.max_new_tokens, generation_batch_size=generation_batch_size(ctx))
-    return ctx.quiet(RLOOTrainer(model=model, reward_funcs=[RewardModelScorer(rm, rm_tokenizer, t.max_length)],
-                                 args=args, train_dataset=to_prompts(train_ds), processing_class=tokenizer,
-                                 peft_config=pconf, callbacks=ctx.callbacks))
+    return make_trainer(ctx, RLOOTrainer, model=model,
+                        reward_funcs=[RewardModelScorer(rm, rm_tokenizer, t.max_length)], args=args,
+                        train_dataset=to_prompts(train_ds), processing_class=tokenizer, peft_config=pconf)
 
 
 def run(ctx: TrainContext) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 from ..context import TrainContext
 from ..data import render_tool_conversations
 from ..modeling import load_tokenizer
-from .common import load_split, policy_model, train_and_save
+from .common import load_split, make_trainer, policy_model, train_and_save
 
 
 def build_trainer(ctx: TrainContext):
@@ -36,8 +36,8 @@ def build_trainer(ctx: TrainContext):
         padding_free=packing,
         dataset_num_proc=None,
     )
-    return ctx.quiet(SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                                processing_class=tokenizer, peft_config=pconf, callbacks=ctx.callbacks))
+    return make_trainer(ctx, SFTTrainer, model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                        processing_class=tokenizer, peft_config=pconf)
 
 
 def run(ctx: TrainContext) -> dict[str, Any]:
