@@ -131,7 +131,7 @@ def _check_graph(root: yaml.Node, path: str) -> None:
         raise _fail(
             path,
             f"the document expands to more than {MAX_EXPANDED_NODES} values (anchors/aliases used as a bomb?)",
-            fix="a job spec is a small mapping; remove the repeated aliases",
+            fix="a job spec is a small mapping; remove the repeated aliases", line=_line(root),
         )
 
 
@@ -176,16 +176,22 @@ def _located(exc: yaml.MarkedYAMLError, path: str) -> SpecError:
 def load_text(text: str, path: str = "<string>") -> LocatedDoc:
     """Parse YAML text into a located mapping, or raise SpecError."""
     if "\x00" in text:
-        raise _fail(path, "this is a binary file, not YAML", fix="pass a YAML job spec (see `cloudft init`)")
+        raise _fail(path, "this is a binary file, not YAML", fix="pass a YAML job spec (see `cloudft init`)",
+                    line=text[: text.index("\x00")].count("\n") + 1)
     try:
         _check_depth(text, path)
         nodes = list(yaml.compose_all(text, Loader=SpecLoader))
     except yaml.MarkedYAMLError as exc:
         raise _located(exc, path) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (control characters, ...)
+        line = text[: exc.position].count("\n") + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        raise _fail(path, f"invalid YAML: character {char!r} is not allowed in YAML text",
+                    fix="remove it, or write it as an escape (\\x07) inside double quotes", line=line) from None
     except yaml.YAMLError as exc:
-        raise _fail(path, f"invalid YAML: {exc}") from None
+        raise _fail(path, f"invalid YAML: {exc}", line=1) from None
     if len(nodes) == 0 or nodes[0] is None:
-        raise _fail(path, "the file is empty", fix="start from `cloudft init` to get a commented spec")
+        raise _fail(path, "the file is empty", fix="start from `cloudft init` to get a commented spec", line=1)
     if len(nodes) > 1:
         raise _fail(path, "the file holds several YAML documents (---); a job spec is one document",
                     line=nodes[1].start_mark.line + 1)
@@ -205,7 +211,7 @@ def load_text(text: str, path: str = "<string>") -> LocatedDoc:
     except yaml.MarkedYAMLError as exc:
         raise _located(exc, path) from None
     except yaml.YAMLError as exc:
-        raise _fail(path, f"invalid YAML: {exc}") from None
+        raise _fail(path, f"invalid YAML: {exc}", line=_line(root)) from None
     return doc
 
 

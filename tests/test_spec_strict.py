@@ -186,6 +186,8 @@ def test_near_dup_threshold_range_is_what_the_index_can_build():
     (GOOD + "training: {max_length: 256, max_prompt_length: 256}\n", "training"),
     (GOOD + "compute: {gpus_per_node: 1000}\n", "compute.gpus_per_node"),
     (GOOD + "peft: {alpha: 10000000}\n", "peft.alpha"),
+    (GOOD.replace("data/train.jsonl", "data/" + "x" * 300 + ".jsonl"), "data.train"),  # File name too long
+    (GOOD.replace("org/model", "~nosuchuser/model"), "base_model"),  # pathlib: RuntimeError
 ])
 def test_other_values_a_run_would_choke_on(text, field):
     assert one(text).field == field
@@ -254,6 +256,11 @@ def test_aliases_cannot_nest_deeper_than_the_limit():
     lines = ["x0: &a0 [1]"] + [f"x{i}: &a{i} [[[[[[[[[[*a{i - 1}]]]]]]]]]]" for i in range(1, 40)]
     p = one(GOOD + "aws:\n" + "".join(f"  {line}\n" for line in lines))
     assert "nests deeper than" in p.message
+
+
+def test_characters_yaml_does_not_allow_are_located():
+    p = one(GOOD + "note: \x07\n")
+    assert p.line == 5 and "'\\x07' is not allowed" in p.message
 
 
 def test_spec_files_get_the_same_checks(tmp_path):

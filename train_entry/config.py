@@ -80,10 +80,22 @@ def _is_number_text(value: str) -> bool:
         return False
 
 
+#: Longest name, id or path a field takes, and longest part of a path between slashes (NAME_MAX on Linux, macOS
+#: and Windows: 255): a longer one fails every file system call with "File name too long".
+MAX_TEXT, MAX_PATH_PART = 1024, 255
+
+
 def _text(value: str) -> str:
-    """A name, id or path: not blank, no surrounding spaces, no control characters."""
+    """A name, id or path: not blank, no surrounding spaces, no control characters, not too long for a path."""
     if not value.strip():
         raise ValueError("must not be empty")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"is {len(value):,} characters long; at most {MAX_TEXT:,}")
+    if any(len(part.encode()) > MAX_PATH_PART for part in re.split(r"[/\\]", value)):
+        raise ValueError(f"has a part between slashes longer than {MAX_PATH_PART} bytes (too long for a file name)")
+    if re.match(r"~[^/\\]", value):  # pathlib raises RuntimeError where there is no such user
+        raise ValueError(f"{value!r}: '~name' means another user's home, which differs from machine to machine; "
+                         "write the full path (or ~/ for your own home)")
     if value != value.strip():
         raise ValueError(f"{value!r} has spaces at the start or end")
     if re.search(r"[\x00-\x1f\x7f]", value):
