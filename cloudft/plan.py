@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from train_entry.config import DataConfig, DistributedConfig, RunConfig, TrainingConfig
+from train_entry.config import DataConfig, DistributedConfig, RunConfig
 
 from .capabilities import capabilities_of
 from .data.resolve import ResolvedData
@@ -138,14 +138,6 @@ def stage_links(spec: JobSpec, index: int) -> StageLinks:
     return StageLinks(init_from=init_from, init_kind=kind, reward_from=reward_from)
 
 
-def stage_training(spec: JobSpec, stage: StageSpec) -> TrainingConfig:
-    """The stage's training settings: its overrides on top of the top-level section."""
-    overrides = stage.training_overrides()
-    if not overrides:
-        return spec.training
-    return TrainingConfig.model_validate({**spec.training.model_dump(), **overrides})
-
-
 def resolve_base_model(spec: JobSpec) -> str:
     """A hub id stays as it is; a local directory (relative to the spec file) becomes absolute."""
     value = spec.base_model
@@ -204,7 +196,7 @@ def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None, locat
         rc = RunConfig(
             name=spec.name, run_id=run_id, stage=i, stage_count=len(specs), base_model=base_model,
             method=stage.method, peft=spec.peft, data=_stage_data_config(spec, stage, data[i], loc),
-            training=stage_training(spec, stage), tracking=spec.tracking, eval=spec.eval, export=spec.export,
+            training=spec.stage_training(i), tracking=spec.tracking, eval=spec.eval, export=spec.export,
             outputs=loc.outputs(), reward_model=loc.reward_model, dataset_versions=dict(data[i].versions),
             env_secrets=sorted(spec.secrets),
         )

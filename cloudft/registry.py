@@ -105,11 +105,15 @@ class Registry:
         return self.get(run_id)
 
     def get(self, run_id: str) -> RunRecord:
+        """The run with this id, or the one run whose id starts with it (a prefix is taken literally: no
+        wildcards, case-sensitive)."""
+        if not run_id.strip():
+            raise CloudftError("no run id given", hint="`cloudft runs` lists the runs this machine knows")
         with self._conn() as c:
             row = c.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
-                rows = c.execute(
-                    "SELECT * FROM runs WHERE run_id LIKE ? ORDER BY created DESC", (run_id + "%",)
+                rows = c.execute(  # not LIKE: '%' and '_' would be wildcards, and LIKE ignores case
+                    "SELECT * FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY created DESC", (len(run_id), run_id)
                 ).fetchall()
                 if len(rows) == 1:
                     row = rows[0]

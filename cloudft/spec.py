@@ -9,18 +9,23 @@ with the same file:line:col errors (`JobSpec.provider_section`).
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
-from typing import Any, Optional, Type, TypeVar, Union
+from typing import Annotated, Any, Optional, Type, TypeVar, Union
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, Field, PlainSerializer, ValidationError, field_validator,
+                      model_validator)
+from pydantic_core import PydanticCustomError
 
 from train_entry.config import (
+    ENV_NAME,
     DataConfig,
     EvalConfig,
     ExportConfig,
     Method,
     PeftConfig,
     StrictModel,
+    Text,
     TrackingConfig,
     TrainingConfig,
 )
@@ -34,9 +39,9 @@ M = TypeVar("M", bound=BaseModel)
 class ComputeConfig(StrictModel):
     """What to run on. Empty fields are filled by the planner."""
 
-    instance_type: Optional[str] = Field(None, description="Provider instance/VM size, e.g. ml.g5.2xlarge.")
-    gpu: Optional[str] = Field(None, description="GPU hint when no instance_type: T4, A10G, L4, L40S, A100, H100.")
-    gpus_per_node: Optional[int] = Field(None, ge=1, description="GPUs (processes) per node.")
+    instance_type: Optional[Text] = Field(None, description="Provider instance/VM size, e.g. ml.g5.2xlarge.")
+    gpu: Optional[Text] = Field(None, description="GPU hint when no instance_type: T4, A10G, L4, L40S, A100, H100.")
+    gpus_per_node: Optional[int] = Field(None, ge=1, le=64, description="GPUs (processes) per node.")
     instance_count: int = Field(1, ge=1, le=64)
     spot: bool = Field(False, description="Use spot / low-priority capacity (train_entry resumes).")
     max_runtime_hours: float = Field(24.0, gt=0, le=28 * 24)
@@ -53,28 +58,32 @@ class BudgetConfig(StrictModel):
 class OutputsSpec(StrictModel):
     """Where runs write. Local runs go under `dir`; cloud runs under the provider's bucket/datastore."""
 
-    dir: str = Field("runs", description="Local directory for local runs (relative to the spec file).")
+    dir: Text = Field("runs", description="Local directory for local runs (relative to the spec file).")
+
+
+def _set_fields(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(exclude_unset=True)
+
+
+#: A stage's `training:` overrides: validated as a TrainingConfig (types, ranges, located errors), kept as the
+#: dict of the keys the stage sets, so unset keys inherit the top level (`JobSpec.stage_training`).
+TrainingOverrides = Annotated[TrainingConfig, AfterValidator(_set_fields), PlainSerializer(dict)]
 
 
 class StageSpec(StrictModel):
-    """One stage of a multi-stage spec. Unset sections inherit the top level."""
+    """One stage of a multi-stage spec. Unset sections inherit the top level.
+
+    `training` is None or a dict of the training keys this stage sets (values validated and converted by
+    TrainingConfig's rules); `JobSpec.stage_training(i)` gives the merged TrainingConfig."""
 
     method: Method
     data: Optional[DataConfig] = None
-    training: Optional[dict[str, Any]] = Field(None, description="Overrides of the top-level training section.")
+    training: Optional[TrainingOverrides] = Field(
+        None, description="Overrides of the top-level training section (keys left out inherit it).")
 
     def training_overrides(self) -> dict[str, Any]:
         """The training fields this stage sets (on top of the top-level `training:` section)."""
         return dict(self.training or {})
-
-    @field_validator("training")
-    @classmethod
-    def _training_keys(cls, v: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-        if v is not None:
-            unknown = set(v) - set(TrainingConfig.model_fields)
-            if unknown:
-                raise ValueError(f"unknown training field(s): {', '.join(sorted(unknown))}")
-        return v
 
 
 class JobSpec(StrictModel):
@@ -82,7 +91,7 @@ class JobSpec(StrictModel):
 
     name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]{0,47}$",
                       description="Lowercase letters, digits and dashes (used in cloud job names).")
-    base_model: str = Field(..., description="Hugging Face hub id or a local directory.")
+    base_model: Text = Field(..., description="Hugging Face hub id or a local directory.")
     method: Method = Field(Method.sft, description="Training method for single-stage specs.")
     stages: Optional[list[Union[Method, StageSpec]]] = Field(
         None, description="Multi-stage: e.g. [sft, dpo]; each stage starts from the previous stage's output (its adapter, or its full weights with peft.type: none)."
@@ -112,19 +121,24 @@ class JobSpec(StrictModel):
             methods = [s if isinstance(s, str) else s.method for s in self.stages]
             if "rl" in methods and "reward" not in methods[: methods.index("rl")]:
                 raise ValueError("an 'rl' stage needs a 'reward' stage before it (the reward model it trains against)")
+            for i in range(len(self.stages)):
+                try:  # the merge must hold too (rules that span several fields)
+                    self._merged_training(i)
+                except ValidationError as exc:
+                    err = exc.errors()[0]
+                    at = ("stages", i, "training") + tuple(_clean_loc(tuple(err["loc"])))
+                    raise PydanticCustomError("stage_training", "{message}",
+                                              {"message": _message(err), "at": at}) from None
         return self
 
     @field_validator("secrets")
     @classmethod
     def _secret_refs(cls, v: dict[str, str]) -> dict[str, str]:
         for name, ref in v.items():
-            if not name.isidentifier() or not name.isupper():
-                raise ValueError(f"secret name '{name}' must be an UPPER_CASE environment variable name")
-            if not (ref.startswith(("arn:aws:secretsmanager:", "secretsmanager:", "keyvault:", "env:"))):
-                raise ValueError(
-                    f"secret '{name}' must be a reference (arn:aws:secretsmanager:..., secretsmanager:NAME, "
-                    "keyvault:NAME or env:VAR), never the value itself"
-                )
+            try:
+                _check_secret(name, ref)
+            except ValueError as exc:  # located at the secret's own line
+                raise PydanticCustomError("secret", "{message}", {"message": str(exc), "at": ("secrets", name)})
         return v
 
     # -- derived views -------------------------------------------------------------------------
@@ -143,6 +157,20 @@ class JobSpec(StrictModel):
             return [StageSpec(method=self.method)]
         return [StageSpec(method=s) if isinstance(s, str) else s for s in self.stages]
 
+    def stage_training(self, index: int) -> TrainingConfig:
+        """Stage `index`'s training settings: the top-level section with the stage's overrides on top."""
+        try:
+            return self._merged_training(index)
+        except ValidationError as exc:
+            raise SpecError(_problems(exc, self._source, prefix=("stages", index, "training"),
+                                      model=TrainingConfig)) from None
+
+    def _merged_training(self, index: int) -> TrainingConfig:
+        overrides = self.stage_list()[index].training_overrides()
+        if not overrides:
+            return self.training
+        return TrainingConfig.model_validate({**self.training.model_dump(), **overrides})
+
     def problem(self, loc: tuple, message: str, fix: Optional[str] = None) -> Problem:
         """A Problem located at `loc` in the spec file (for checks made after loading, e.g. by a provider)."""
         if self._source is not None:
@@ -156,6 +184,42 @@ class JobSpec(StrictModel):
             return model.model_validate(raw)
         except ValidationError as exc:
             raise SpecError(_problems(exc, self._source, prefix=(provider,), model=model)) from None
+
+
+# -- secrets ---------------------------------------------------------------------------------------
+
+#: Names a secret may not take: the child process would lose its PATH, its Python or its distributed setup.
+RESERVED_ENV = {"PATH", "HOME", "USER", "SHELL", "PWD", "LANG", "TMPDIR", "PYTHONPATH", "PYTHONHOME",
+                "PYTHONUNBUFFERED", "LD_PRELOAD", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "RANK", "LOCAL_RANK",
+                "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"}
+RESERVED_ENV_PREFIXES = ("CLOUDFT_", "SM_", "AZUREML_", "TORCHELASTIC_", "NCCL_")
+
+#: Reference kinds and the names they take. Secrets Manager: "ASCII letters, numbers, and /_+=.@-" (CreateSecret
+#: API reference); Key Vault secret names: alphanumerics and hyphens, 1-127 ("^[0-9a-zA-Z-]+$", Key Vault REST).
+_SM_NAME = r"[A-Za-z0-9/_+=.@-]{1,512}"
+SECRET_REFS = {
+    "env:": (ENV_NAME, "env:VAR, a variable of the environment that runs `cloudft submit`"),
+    "secretsmanager:": (re.compile(_SM_NAME), "secretsmanager:NAME (letters, digits and /_+=.@-)"),
+    "arn:aws:secretsmanager:": (re.compile(r"[a-z0-9-]+:\d{12}:secret:" + _SM_NAME),
+                                "arn:aws:secretsmanager:REGION:ACCOUNT(12 digits):secret:NAME"),
+    "keyvault:": (re.compile(r"[0-9A-Za-z-]{1,127}"), "keyvault:NAME (letters, digits and dashes, at most 127)"),
+}
+
+
+def _check_secret(name: str, ref: str) -> None:
+    if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
+        raise ValueError(f"secret name '{name}' must be an UPPER_CASE environment variable name (A-Z, 0-9, _)")
+    if name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES):
+        raise ValueError(f"secret name '{name}' would replace a variable the run itself needs; choose another name")
+    kind = next((k for k in SECRET_REFS if ref.startswith(k)), None)
+    if kind is None:
+        raise ValueError(
+            f"secret '{name}' must be a reference (arn:aws:secretsmanager:..., secretsmanager:NAME, "
+            "keyvault:NAME or env:VAR), never the value itself"
+        )
+    pattern, shape = SECRET_REFS[kind]
+    if not pattern.fullmatch(ref[len(kind):]):
+        raise ValueError(f"secret '{name}': '{ref}' is not a valid reference; write {shape}")
 
 
 # -- loading ---------------------------------------------------------------------------------------
@@ -190,8 +254,97 @@ def _flatten(ann: Any) -> list:
 
 
 def _clean_loc(loc: tuple) -> tuple:
+    return tuple(p for p in loc if not _is_tag(p))
+
+
+def _message(err: dict) -> str:
+    msg = err["msg"]
+    return msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
+
+
+def _choices(expected: str) -> list[str]:
+    """The allowed values in pydantic's `expected` text: "'none', 'lora' or 'qlora'" or "4 or 8"."""
+    quoted = re.findall(r"'((?:[^'\\]|\\.)*)'", expected)
+    return quoted or [c.strip() for c in re.split(r",| or ", expected) if c.strip()]
+
+
+def _choice_problem(err: dict) -> tuple[str, str]:
+    """Message and fix for a value outside an enum/literal: echo it, suggest the closest allowed value."""
+    expected = err.get("ctx", {}).get("expected", "")
+    choices = _choices(expected)
+    bad = err.get("input")
+    shown = repr(bad) if isinstance(bad, str) else str(bad).lower() if isinstance(bad, bool) else repr(bad)
+    guess = difflib.get_close_matches(str(bad).lower(), choices, n=1, cutoff=0.5) if isinstance(bad, (str, int)) \
+        else []
+    fix = f"did you mean '{guess[0]}'? (one of {expected})" if guess else f"use one of {expected}"
+    return f"{shown} is not allowed here", fix
+
+
+def _is_tag(part: Any) -> bool:
     # pydantic inserts union member names (e.g. 'StageSpec', 'function-after[...]') into locs.
-    return tuple(p for p in loc if isinstance(p, int) or not (p[:1].isupper() or "[" in p))
+    return isinstance(part, str) and (part[:1].isupper() or "[" in part)
+
+
+_SHAPES = {"model_type": "a mapping", "dict_type": "a mapping", "list_type": "a list"}
+
+
+def _union_errors(errors: list[dict]) -> list[dict]:
+    """One message per value written, not one per union member it failed (`stages: [sftt]` fails both
+    'a method name' and 'a stage mapping'). Errors inside a member's value win (the shape was right, the
+    contents wrong); otherwise the member that names allowed values speaks, and the shapes also allowed are
+    added to its fix (`or a mapping`)."""
+    out: list[dict] = []
+    groups: dict[tuple, list[tuple[int, dict]]] = {}
+    for err in errors:
+        loc = tuple(err["loc"])
+        cut = next((i for i, p in enumerate(loc) if _is_tag(p)), None)
+        if cut is None:
+            out.append(err)
+        else:
+            groups.setdefault(loc[:cut], []).append((cut, err))
+    for items in groups.values():
+        if len(items) == 1:
+            out.append(items[0][1])
+            continue
+        inner = [e for cut, e in items if len(e["loc"]) > cut + 1]
+        if inner:
+            out.extend(inner)
+            continue
+        shapes = sorted({_SHAPES[e["type"]] for _, e in items if e["type"] in _SHAPES})
+        # a member that refuses the value for its shape (a mapping is not a method name) has nothing to say
+        rest = [e for _, e in items if e["type"] not in _SHAPES
+                and not (e["type"] in ("enum", "literal_error") and isinstance(e.get("input"), (dict, list)))]
+        rest = rest or [items[0][1]]
+        for err in rest:
+            out.append(dict(err, also=shapes))
+    return out
+
+
+def _field_fix(model: Type[BaseModel], loc: tuple) -> Optional[str]:
+    """What the field takes, from its definition: its range and default ("from 0 to 4294967295; default 42")."""
+    names = [p for p in loc if isinstance(p, str)]
+    owner = _model_at(model, tuple(loc[:-1])) if names and names[-1] == loc[-1] else None
+    field = owner.model_fields.get(loc[-1]) if owner else None
+    if field is None:
+        return None
+    low = high = None
+    for m in field.metadata:
+        for attr, side in (("ge", ">="), ("gt", ">")):
+            if getattr(m, attr, None) is not None:
+                low = f"{side} {getattr(m, attr)}"
+        for attr, side in (("le", "<="), ("lt", "<")):
+            if getattr(m, attr, None) is not None:
+                high = f"{side} {getattr(m, attr)}"
+    if any(isinstance(a, type) and issubclass(a, BaseModel) for a in (field.annotation, *_flatten(field.annotation))):
+        return None  # a section: the message says what to change in it
+    parts = [f"allowed: {' and '.join(p for p in (low, high) if p)}"] if (low or high) else []
+    if not field.is_required():
+        default = field.get_default(call_default_factory=True)
+        if default is None:
+            parts.append("leave it out to have none")
+        elif isinstance(default, (int, float, str)) and not isinstance(default, bool):
+            parts.append(f"default {default!r}")
+    return "; ".join(parts) or None
 
 
 def _problems(exc: ValidationError, doc: Optional[LocatedDoc], prefix: tuple = (),
@@ -199,10 +352,10 @@ def _problems(exc: ValidationError, doc: Optional[LocatedDoc], prefix: tuple = (
     model = model or JobSpec
     problems: list[Problem] = []
     seen = set()
-    for err in exc.errors():
-        loc = _clean_loc(tuple(err["loc"]))
+    for err in _union_errors(exc.errors()):
+        loc = tuple(err.get("ctx", {}).get("at") or _clean_loc(tuple(err["loc"])))
         full = prefix + loc
-        msg = err["msg"]
+        msg = _message(err)
         fix = None
         kind = err["type"]
         if kind == "extra_forbidden":
@@ -215,10 +368,14 @@ def _problems(exc: ValidationError, doc: Optional[LocatedDoc], prefix: tuple = (
             msg = "required field is missing"
             fix = f"add '{loc[-1]}:' here"
         elif kind in ("enum", "literal_error"):
-            expected = err.get("ctx", {}).get("expected")
-            fix = f"use one of {expected}" if expected else None
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg, fix = _choice_problem(err)
+        elif kind == "finite_number":
+            msg = "must be a finite number (.inf, .nan and values beyond 1.8e308 are refused)"
+        elif kind == "string_too_short" and err.get("ctx", {}).get("min_length") == 1:
+            msg = "must not be empty"
+        if err.get("also"):
+            fix = f"{fix or 'use an allowed value'}, or {' or '.join(err['also'])}"
+        fix = fix or _field_fix(model, loc)
         key = (full, msg)
         if key in seen:
             continue

@@ -126,7 +126,7 @@ def test_secrets_must_be_references():
     with pytest.raises(SpecError) as info:
         load_spec_text(GOOD + "secrets:\n  HF_TOKEN: hf_abcdefghijklmnop\n")
     assert "never the value" in info.value.problems[0].message
-    spec = load_spec_text(GOOD + "secrets:\n  HF_TOKEN: arn:aws:secretsmanager:us-east-1:1:secret:hf\n")
+    spec = load_spec_text(GOOD + "secrets:\n  HF_TOKEN: arn:aws:secretsmanager:us-east-1:123456789012:secret:hf\n")
     assert spec.secrets["HF_TOKEN"].startswith("arn:")
 
 

@@ -7,20 +7,131 @@ its job spec, so a field keeps the same name from the YAML spec to the run confi
 from __future__ import annotations
 
 import json
+import math
+import re
+import types
+import typing
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt,
+                      StringConstraints, field_validator, model_validator)
 
 RUN_CONFIG_SCHEMA_VERSION = 1
+#: Largest integer any field takes (a signed 64-bit value): what torch, numpy and JSON readers can all hold.
+MAX_INT = 2**63 - 1
+#: Step counts (max_steps, save_steps, ...): transformers keeps them in int32 tensors in places.
+MAX_STEPS = 2**31 - 1
+
+
+def _kinds(annotation: Any) -> set:
+    """The scalar kinds a field accepts: {bool}, {int, float}, {str}, ... (containers and models → {object})."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return _kinds(args[0])
+    if origin in (Union, types.UnionType):
+        return set().union(*(_kinds(a) for a in args))
+    if origin is Literal:
+        return {type(a) for a in args}
+    if annotation is type(None):
+        return {type(None)}
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return {str}
+    if annotation in (bool, int, float, str):
+        return {annotation}
+    return {object}
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
+
+
+def plain_value(value: Any, annotation: Any) -> Any:
+    """Refuse what pydantic's lax mode would quietly convert: true/false for a number, 1/"yes" for a boolean,
+    quoted text for a number, integers beyond 64 bits and NUL characters (they break paths and job names)."""
+    kinds = _kinds(annotation) - {type(None)}
+    numeric = bool(kinds & {int, float})
+    if isinstance(value, bool):
+        if bool not in kinds and numeric:
+            raise ValueError(f"{str(value).lower()} is a boolean; this field needs a number")
+    elif kinds == {bool} and value is not None:
+        raise ValueError(f"{value!r} is not a boolean; write true or false")
+    elif isinstance(value, int) and abs(value) > MAX_INT:
+        raise ValueError(f"a {len(str(abs(value)))}-digit integer is out of range (at most {MAX_INT:,} in size)")
+    elif isinstance(value, str) and numeric and str not in kinds:
+        hint = " (remove the quotes: quoted, it is text)" if _is_number_text(value) else ""
+        wanted = "an integer (a whole number)" if float not in kinds else "a number"
+        raise ValueError(f"this field needs {wanted}, got the text {value!r}{hint}")
+    if _has_nul(value):
+        raise ValueError("the text contains a NUL character (\\0)")
+    return value
+
+
+def _is_number_text(value: str) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
+#: Longest name, id or path a field takes, and longest part of a path between slashes (NAME_MAX on Linux, macOS
+#: and Windows: 255): a longer one fails every file system call with "File name too long".
+MAX_TEXT, MAX_PATH_PART = 1024, 255
+
+
+def _text(value: str) -> str:
+    """A name, id or path: not blank, no surrounding spaces, no control characters, not too long for a path."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"is {len(value):,} characters long; at most {MAX_TEXT:,}")
+    if any(len(part.encode()) > MAX_PATH_PART for part in re.split(r"[/\\]", value)):
+        raise ValueError(f"has a part between slashes longer than {MAX_PATH_PART} bytes (too long for a file name)")
+    if re.match(r"~[^/\\]", value):  # pathlib raises RuntimeError where there is no such user
+        raise ValueError(f"{value!r}: '~name' means another user's home, which differs from machine to machine; "
+                         "write the full path (or ~/ for your own home)")
+    if value != value.strip():
+        raise ValueError(f"{value!r} has spaces at the start or end")
+    if re.search(r"[\x00-\x1f\x7f]", value):
+        raise ValueError(f"{value!r} contains a control character (tab, newline, ...)")
+    return value
+
+
+def _prose(value: str) -> str:
+    """Free text (a prompt): anything but blank."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+#: An environment variable name as a secret's name or an `env:` reference (POSIX: letters, digits, underscore).
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+#: A name, id or path (base_model, data files, directories, module names).
+Text = Annotated[str, StringConstraints(min_length=1), AfterValidator(_text)]
+#: Free text that must say something (prompts).
+Prose = Annotated[str, StringConstraints(min_length=1), AfterValidator(_prose)]
 
 
 class StrictModel(BaseModel):
-    """Base for every spec/run-config section: unknown keys are errors."""
+    """Base for every spec/run-config section: unknown keys are errors, floats are finite, booleans and numbers
+    are kept apart (`plain_value`)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=True, validate_default=True,
+                              allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain(cls, value: Any, info: Any) -> Any:
+        field = cls.model_fields.get(info.field_name)
+        return plain_value(value, field.annotation) if field is not None else value
 
 
 class Method(str, Enum):
@@ -62,21 +173,21 @@ class PeftConfig(StrictModel):
     type: PeftType = PeftType.lora
     # LoRA family (lora, qlora, dora)
     r: int = Field(16, ge=1, le=4096, description="LoRA rank.")
-    alpha: int = Field(32, ge=1, description="LoRA alpha (scaling = alpha / r).")
+    alpha: int = Field(32, ge=1, le=65536, description="LoRA alpha (scaling = alpha / r).")
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: Union[list[str], Literal["all-linear"]] = Field(
+    target_modules: Union[Annotated[list[Text], Field(min_length=1)], Literal["all-linear"]] = Field(
         "all-linear", description="Module names to adapt, or 'all-linear'."
     )
-    modules_to_save: Optional[list[str]] = None
+    modules_to_save: Optional[list[Text]] = None
     quantization: Optional[QuantizationConfig] = Field(
         None, description="bitsandbytes quantization; defaults to NF4 + double quant for qlora."
     )
     # Prompt-learning family (prefix, prompt, p_tuning)
     num_virtual_tokens: int = Field(20, ge=1, le=2048)
-    prompt_tuning_init_text: Optional[str] = Field(
+    prompt_tuning_init_text: Optional[Prose] = Field(
         None, description="prompt tuning: initialise the virtual tokens from this text."
     )
-    encoder_hidden_size: int = Field(128, ge=1, description="p_tuning prompt-encoder width.")
+    encoder_hidden_size: int = Field(128, ge=1, le=65536, description="p_tuning prompt-encoder width.")
     encoder_reparameterization_type: Literal["MLP", "LSTM"] = "MLP"
     prefix_projection: bool = Field(False, description="prefix tuning: reparameterise through an MLP.")
 
@@ -126,22 +237,25 @@ class DataFormat(str, Enum):
 class DataConfig(StrictModel):
     """Where the data is and what shape it has."""
 
-    train: str = Field(..., description="Training data: a local path or an s3:// / azureml:// URI.")
-    validation: Optional[str] = Field(None, description="Held-out data (same shape as train).")
+    train: Text = Field(..., description="Training data: a local path or an s3:// / azureml:// URI.")
+    validation: Optional[Text] = Field(None, description="Held-out data (same shape as train).")
     format: DataFormat = Field(DataFormat.auto, description="Record shape; 'auto' detects it.")
-    columns: Optional[dict[str, Union[StrictBool, StrictInt, StrictFloat, str]]] = Field(
+    columns: Optional[dict[Text, Union[StrictBool, StrictInt, StrictFloat, Prose]]] = Field(
         None, description="Map a format's names to your columns, e.g. {prompt: question, chosen: response_j}; "
                           "a template joins columns, {prompt: \"{instruction}\\n\\n{input}\"}; pairwise: "
                           "{response_a: a, response_b: b, label: winner, label_a: 1, label_b: 2}.",
     )
-    ignore_columns: list[str] = Field(
+    ignore_columns: list[Text] = Field(
         default_factory=list, description="Columns left out on purpose (not reported as unused, never refused)."
     )
     validation_split: float = Field(
         0.0, ge=0.0, lt=0.5, description="Hold out this fraction of train when no validation file is given."
     )
+    # datasketch's MinHashLSH(num_perm=64) refuses thresholds above 0.961 ("number of bands are too small");
+    # below 0.5 records that share half their shingles are not near-duplicates but different records.
     near_dup_threshold: Optional[float] = Field(
-        None, gt=0, le=1, description="Drop near-duplicates above this MinHash Jaccard similarity (e.g. 0.9)."
+        None, ge=0.5, le=1.0,
+        description="Drop near-duplicates above this MinHash Jaccard similarity, 0.5 to 1.0 (e.g. 0.9).",
     )
     pii_check: bool = Field(False, description="Warn about e-mails, phone numbers and cloud keys in the data.")
 
@@ -165,17 +279,17 @@ class Precision(str, Enum):
 class TrainingConfig(StrictModel):
     """Optimisation settings (mapped onto transformers/TRL TrainingArguments)."""
 
-    epochs: float = Field(1.0, gt=0, description="Passes over the data (ignored when max_steps > 0).")
-    max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 uses epochs.")
+    epochs: float = Field(1.0, gt=0, le=10_000, description="Passes over the data (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, ge=-1, le=MAX_STEPS, description="Stop after this many optimizer steps; -1 uses epochs.")
     learning_rate: float = Field(2e-4, gt=0, lt=1)
     lr_scheduler: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
     ] = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    per_device_batch_size: int = Field(4, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    max_length: int = Field(1024, ge=8, description="Tokens per sample (prompt + completion).")
+    weight_decay: float = Field(0.0, ge=0, le=10)
+    per_device_batch_size: int = Field(4, ge=1, le=65536)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=65536)
+    max_length: int = Field(1024, ge=8, le=2**24, description="Tokens per sample (prompt + completion).")
     packing: bool = Field(True, description="SFT: pack samples into rows with per-sample attention boundaries.")
     gradient_checkpointing: bool = False
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2", "varlen_sdpa"] = Field(
@@ -183,40 +297,48 @@ class TrainingConfig(StrictModel):
                             "(per-sample SDPA over packed rows).")
     precision: Precision = Precision.auto
     optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd"] = "adamw_torch"
-    seed: int = 42
-    logging_steps: int = Field(1, ge=1)
-    save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: derived from the run length).")
-    save_minutes: float = Field(0.0, ge=0, description="Also checkpoint every M minutes (0: off).")
-    save_total_limit: int = Field(2, ge=1)
-    eval_steps: int = Field(0, ge=0, description="Evaluate every N steps (0: at the end only).")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed (numpy takes 0..2^32-1).")
+    logging_steps: int = Field(1, ge=1, le=MAX_STEPS)
+    save_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Checkpoint every N steps (0: derived from the run length).")
+    save_minutes: float = Field(0.0, ge=0, le=28 * 24 * 60, description="Also checkpoint every M minutes (0: off).")
+    save_total_limit: int = Field(2, ge=1, le=10_000)
+    eval_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Evaluate every N steps (0: at the end only).")
     # Preference methods
-    beta: float = Field(0.1, gt=0, description="DPO/ORPO/KTO beta; rl: KL coefficient.")
-    max_prompt_length: Optional[int] = Field(None, ge=1)
+    beta: float = Field(0.1, gt=0, le=100, description="DPO/ORPO/KTO beta; rl: KL coefficient.")
+    max_prompt_length: Optional[int] = Field(None, ge=1, le=2**24)
     # Online RL
-    num_generations: int = Field(4, ge=2, description="rl: completions sampled per prompt.")
-    max_new_tokens: int = Field(64, ge=1, description="rl/eval: tokens generated per completion.")
+    num_generations: int = Field(4, ge=2, le=1024, description="rl: completions sampled per prompt.")
+    max_new_tokens: int = Field(64, ge=1, le=2**20, description="rl/eval: tokens generated per completion.")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_or_epochs(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("max_steps must be -1 (use epochs) or a positive number of steps")
+        return v
 
     @model_validator(mode="after")
-    def _steps_or_epochs(self) -> "TrainingConfig":
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError("max_steps must be -1 (use epochs) or a positive number of steps")
+    def _prompt_fits(self) -> "TrainingConfig":
+        if self.max_prompt_length is not None and self.max_prompt_length >= self.max_length:
+            raise ValueError(f"max_prompt_length ({self.max_prompt_length}) must be below max_length "
+                             f"({self.max_length}): max_length bounds prompt + completion")
         return self
 
 
 class TrackingConfig(StrictModel):
     tensorboard: bool = True
     mlflow: bool = False
-    mlflow_tracking_uri: Optional[str] = Field(None, description="Defaults to $MLFLOW_TRACKING_URI.")
-    experiment: Optional[str] = None
+    mlflow_tracking_uri: Optional[Text] = Field(None, description="Defaults to $MLFLOW_TRACKING_URI.")
+    experiment: Optional[Text] = None
 
 
 class EvalConfig(StrictModel):
     """What train_entry measures after training."""
 
     enabled: bool = True
-    prompts: list[str] = Field(default_factory=list, description="Fixed prompts for side-by-side generations.")
-    max_samples: int = Field(64, ge=1, description="Validation records used for loss and text metrics.")
-    max_new_tokens: int = Field(32, ge=1)
+    prompts: list[Prose] = Field(default_factory=list, description="Fixed prompts for side-by-side generations.")
+    max_samples: int = Field(64, ge=1, le=10_000_000, description="Validation records used for loss and text metrics.")
+    max_new_tokens: int = Field(32, ge=1, le=2**20)
 
 
 class ExportConfig(StrictModel):
@@ -229,8 +351,8 @@ class ExportConfig(StrictModel):
 class DistributedConfig(StrictModel):
     """World layout. Providers fill it; train_entry reads RANK/WORLD_SIZE from the launcher."""
 
-    nnodes: int = Field(1, ge=1)
-    nproc_per_node: int = Field(1, ge=1)
+    nnodes: int = Field(1, ge=1, le=1024)
+    nproc_per_node: int = Field(1, ge=1, le=64)
     launcher: Literal["none", "torchrun", "platform"] = Field(
         "none", description="'platform' means the provider starts the processes (Azure ML, SageMaker drivers)."
     )
@@ -239,11 +361,11 @@ class DistributedConfig(StrictModel):
 class OutputsConfig(StrictModel):
     """Directories train_entry writes to. Empty means: resolve from the container layout."""
 
-    output_dir: Optional[str] = None
-    checkpoint_dir: Optional[str] = None
-    data_dir: Optional[str] = Field(None, description="Base for relative data paths.")
-    init_adapter: Optional[str] = Field(None, description="Start from this adapter (previous stage).")
-    init_model: Optional[str] = Field(
+    output_dir: Optional[Text] = None
+    checkpoint_dir: Optional[Text] = None
+    data_dir: Optional[Text] = Field(None, description="Base for relative data paths.")
+    init_adapter: Optional[Text] = Field(None, description="Start from this adapter (previous stage).")
+    init_model: Optional[Text] = Field(
         None, description="Full weights of an earlier stage (full fine-tuning): loaded instead of base_model, for "
                           "the policy and for the reference model of DPO/KTO/ORPO.")
 
@@ -251,12 +373,12 @@ class OutputsConfig(StrictModel):
 class RunConfig(StrictModel):
     """Everything one train_entry invocation needs. Written as JSON by every provider."""
 
-    schema_version: int = RUN_CONFIG_SCHEMA_VERSION
+    schema_version: int = Field(RUN_CONFIG_SCHEMA_VERSION, ge=1, le=RUN_CONFIG_SCHEMA_VERSION)
     name: str
     run_id: str = ""
     stage: int = Field(0, ge=0, description="Index of this stage in a multi-stage run.")
-    stage_count: int = Field(1, ge=1)
-    base_model: str
+    stage_count: int = Field(1, ge=1, le=64)
+    base_model: Text
     method: Method = Method.sft
     peft: PeftConfig = Field(default_factory=PeftConfig)
     data: DataConfig
@@ -266,7 +388,7 @@ class RunConfig(StrictModel):
     export: ExportConfig = Field(default_factory=ExportConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
-    reward_model: Optional[str] = Field(None, description="rl: path of the reward model (previous stage).")
+    reward_model: Optional[Text] = Field(None, description="rl: path of the reward model (previous stage).")
     dataset_versions: dict[str, str] = Field(default_factory=dict)
     env_secrets: list[str] = Field(
         default_factory=list, description="Names of env vars resolved at run time (values never stored)."
@@ -277,7 +399,21 @@ class RunConfig(StrictModel):
     def _name_ok(cls, v: str) -> str:
         if not v or len(v) > 63:
             raise ValueError("name must be 1-63 characters")
+        return _text(v)
+
+    @field_validator("env_secrets")
+    @classmethod
+    def _env_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not ENV_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not an environment variable name (A-Z, 0-9, _)")
         return v
+
+    @model_validator(mode="after")
+    def _stage_in_range(self) -> "RunConfig":
+        if self.stage >= self.stage_count:
+            raise ValueError(f"stage {self.stage} is past the last stage ({self.stage_count} stages, from 0)")
+        return self
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

@@ -333,11 +333,27 @@ def stop_cmd(run_id: str) -> None:
 @click.command("artifacts")
 @click.argument("run_id")
 @click.option("--dest", type=click.Path(file_okay=False), default=None, help="Download into this directory.")
-def artifacts_cmd(run_id: str, dest: Optional[str]) -> None:
+@click.option("--overwrite", is_flag=True, help="Write into --dest even where it already holds files.")
+def artifacts_cmd(run_id: str, dest: Optional[str], overwrite: bool) -> None:
     """Show (local) or download (cloud) RUN's outputs: adapter, metrics, report."""
     prov, rec = _record(run_id)
+    if dest and not overwrite:
+        _refuse_to_overwrite(Path(dest))
     path = prov.artifacts(rec, Path(dest) if dest else None)
     console().print(str(path))
+
+
+def _refuse_to_overwrite(dest: Path, shown: int = 5) -> None:
+    """--dest must be new or empty: the outputs' names (adapter_model.safetensors, metrics.json, ...) are the
+    same for every run, so another run's files there would be replaced without a word."""
+    if dest.exists() and not dest.is_dir():
+        raise CloudftError(f"--dest {dest} is a file, not a directory", hint="choose a directory")
+    existing = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if not p.is_dir()) if dest.is_dir() else []
+    if existing:
+        more = f" and {len(existing) - shown} more" if len(existing) > shown else ""
+        raise CloudftError(f"--dest {dest} already holds {len(existing)} file(s) that the artifacts could replace: "
+                           f"{', '.join(existing[:shown])}{more}",
+                           hint="choose a new or empty directory, or add --overwrite to write over them")
 
 
 @click.command("report")

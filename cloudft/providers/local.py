@@ -122,12 +122,12 @@ class LocalProvider(Provider):
             start_new_session=True, env=env, cwd=str(run_dir),
         )
         log.close()
-        return reg.update(plan.run_id, pid=proc.pid, status="running")
+        return reg.update(plan.run_id, pid=proc.pid, status="running", meta={"runner": process_identity(proc.pid)})
 
     def status(self, run: RunRecord) -> RunRecord:
         if run.finished or run.pid is None:
             return run
-        if not _alive(run.pid):
+        if not _is_runner(run):
             time.sleep(0.2)  # the runner may be writing its final status right now
             fresh = Registry().get(run.run_id)
             if fresh.finished:
@@ -164,18 +164,17 @@ class LocalProvider(Provider):
                 time.sleep(0.2)
 
     def stop(self, run: RunRecord) -> RunRecord:
+        """Signal the run's process group, only after checking that the process with the recorded id is still
+        this run's runner (after a reboot the id may belong to anything)."""
         if run.finished:
             return run
-        if run.pid and _alive(run.pid):
-            try:
-                os.killpg(run.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        if run.pid and _is_runner(run):
+            _signal_group(run.pid, signal.SIGTERM)
             deadline = time.time() + STOP_GRACE_S + 10
-            while time.time() < deadline and _alive(run.pid):
+            while time.time() < deadline and _is_runner(run):
                 time.sleep(0.2)
-            if _alive(run.pid):
-                os.killpg(run.pid, signal.SIGKILL)
+            if _is_runner(run):
+                _signal_group(run.pid, signal.SIGKILL)
         rec = Registry().get(run.run_id)
         if not rec.finished:
             rec = Registry().update(run.run_id, status="stopped")
@@ -196,6 +195,60 @@ class LocalProvider(Provider):
             shutil.copytree(out, Path(dest), dirs_exist_ok=True)
             return Path(dest)
         return out
+
+
+def process_identity(pid: int) -> Optional[dict[str, Any]]:
+    """What tells process `pid` apart from a later process with the same id: its command line and its start
+    time (clock ticks since boot, with the boot id). None when there is no such process or it cannot be read."""
+    proc = Path("/proc") / str(pid)
+    try:
+        cmdline = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        stat = (proc / "stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return _ps_identity(pid)
+    # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces and ')', field 22 is the start time
+    start = stat.rsplit(")", 1)[1].split()[19]
+    return {"cmdline": [a for a in cmdline if a], "start": f"{boot}:{start}"}
+
+
+def _ps_identity(pid: int) -> Optional[dict[str, Any]]:
+    """The same from `ps` where there is no /proc (macOS)."""
+    if Path("/proc/self").exists():
+        return None  # /proc is there and the process is not
+    try:
+        out = subprocess.run(["ps", "-o", "lstart=", "-o", "command=", "-p", str(pid)], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not out:
+        return None
+    parts = out.split()
+    return {"cmdline": parts[5:], "start": " ".join(parts[:5])}
+
+
+def _is_runner(run: RunRecord) -> bool:
+    """True while the process recorded for `run` is alive and is the run's runner: the same command line and
+    start time as recorded at submit (records from before that: a local_runner command line for this run id)."""
+    if not run.pid or not _alive(run.pid):
+        return False
+    now = process_identity(run.pid)
+    if now is None:
+        return False
+    recorded = run.meta.get("runner")
+    if recorded:
+        return now == recorded
+    return "cloudft.providers.local_runner" in now["cmdline"] and run.run_id in now["cmdline"]
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass  # it ended meanwhile
+    except PermissionError as exc:
+        raise CloudftError(f"not allowed to signal process group {pid} ({exc.strerror})",
+                           hint="stop it as the user that started it") from None
 
 
 def _alive(pid: int) -> bool:
