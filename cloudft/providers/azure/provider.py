@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 from ...errors import CloudftError
 from ..base import Provider
 from .handle import AzureHandle
-from .section import AzureSection, merge_stack
+from .section import AzureSection, section_with_stack
 
 if TYPE_CHECKING:
     from ...plan import Plan
@@ -29,6 +29,7 @@ class AzureProvider(Provider):
         self.transport = transport
         self.poll_s = poll_s
         self._section: Optional[AzureSection] = None
+        self.stack_outputs: dict[str, Any] = {}  # what `--stack` told us (roles granted, cluster, network)
 
     # -- spec ---------------------------------------------------------------------------------------
     def section(self, spec: "JobSpec") -> AzureSection:
@@ -37,12 +38,24 @@ class AzureProvider(Provider):
         if self.stack:
             from ...infra.outputs import stack_outputs
 
-            outputs = stack_outputs("azure", self.stack) or {}
-            section = AzureSection.model_validate(merge_stack(section.model_dump(exclude_unset=True), outputs))
+            self.stack_outputs = stack_outputs("azure", self.stack) or {}
+            section = section_with_stack(section.model_dump(exclude_unset=True), self.stack_outputs, self.stack)
         return section
 
     def validate_section(self, spec: "JobSpec") -> None:
+        from ...errors import SpecError
+        from .keyvault import secret_name
+
         self._section = self.section(spec)
+        problems = []
+        for env, ref in spec.secrets.items():
+            try:  # the launcher refuses the same names; say so at validate, located in the spec
+                secret_name(ref.split(":", 1)[1])
+            except ValueError as exc:
+                problems.append(spec.problem(("secrets", env), str(exc), "name the Key Vault secret, e.g. "
+                                                                           "keyvault:hf-token"))
+        if problems:
+            raise SpecError(problems)
         if spec.secrets and not self._section.key_vault:
             raise CloudftError("the spec has Key Vault secrets but azure.key_vault is not set",
                                hint="set azure.key_vault (or pass --stack NAME)")
