@@ -12,6 +12,7 @@ from .section import AzureSection, section_with_stack
 
 if TYPE_CHECKING:
     from ...plan import Plan
+    from ...preflight import Finding
     from ...registry import RunRecord
     from ...spec import JobSpec
     from ...stages import StageContext, StageLocations
@@ -64,6 +65,14 @@ class AzureProvider(Provider):
         if self._section is None:
             self.validate_section(spec)
         return self._section
+
+    def preflight(self, plan: "Plan") -> "list[Finding]":
+        """Azure's documented rules (cloudft/providers/azure/preflight.py) on the plan, the resolved section and,
+        with --stack, what the stack granted and built."""
+        from ...preflight import run_rules
+        from .preflight import RULES, AzureView
+
+        return run_rules(RULES, AzureView(plan, self._sec(plan.spec), dict(self.stack_outputs)))
 
     def locate(self, spec: "JobSpec", run_id: str, stage: "StageContext") -> "StageLocations":
         from .entities import stage_locations
