@@ -224,3 +224,34 @@ def test_scoring_script_refuses_a_non_vault_host_before_any_token(kv, spy, monke
     with pytest.raises(SystemExit, match="refusing to read secrets"):
         score.init()
     assert spy.calls == [] and score.model is None
+
+
+_FIELD_VALUES = st.one_of(st.text(max_size=80), st.integers(), st.none(), st.booleans(),
+                          st.lists(st.text(max_size=10), max_size=3), st.dictionaries(st.text(max_size=5),
+                                                                                     st.text(max_size=5), max_size=2))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(["key_vault", "identity_client_id", "endpoint_identity_id",
+                                        "endpoint_identity_client_id", "compute", "identity", "environment",
+                                        "job_tier", "location"]), _FIELD_VALUES, max_size=4))
+def test_fuzz_azure_section_fails_only_with_located_errors(values):
+    """Hostile `azure:` values: validate refuses them with a located SpecError (or accepts valid ones); never a
+    traceback of another kind, and an accepted key_vault is always a vault name."""
+    import yaml
+
+    data = yaml.safe_load(LORA.read_text())
+    data["azure"].update(values)
+    try:
+        text = yaml.safe_dump(data)
+    except yaml.YAMLError:
+        return
+    prov = AzureProvider()
+    try:
+        spec = load_spec_text(text, str(LORA))
+        prov.validate(spec)
+    except (SpecError, CloudftError) as exc:
+        assert str(exc)
+        return
+    vault = prov.section(spec).key_vault
+    assert vault is None or _load("cloudft_keyvault").vault_name(vault) == vault

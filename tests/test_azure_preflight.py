@@ -217,3 +217,13 @@ def test_deploy_refuses_a_sku_the_model_does_not_fit_before_any_request():
     run = RunRecord(run_id="r", name="n", provider="azure", status="completed", handle=handle.model_dump(mode="json"))
     with pytest.raises(CloudftError, match="needs about 17.6 GB on one GPU"):
         serve_entities(run, AzureSection(), "ep-abc", None)
+
+
+def test_docs_print_the_access_model_and_every_rule_with_its_source():
+    from cloudft.providers.azure.preflight import RULES
+
+    docs = (REPO / "docs" / "azure.md").read_text()
+    block = docs.split("<!-- access:begin -->\n", 1)[1].split("\n<!-- access:end -->", 1)[0]
+    assert block == access.markdown()  # regenerate with access.markdown() when the model changes
+    for r in RULES:
+        assert f"| `{r.id}` | {r.source} |" in docs
