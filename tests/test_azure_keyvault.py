@@ -255,3 +255,17 @@ def test_fuzz_azure_section_fails_only_with_located_errors(values):
         return
     vault = prov.section(spec).key_vault
     assert vault is None or _load("cloudft_keyvault").vault_name(vault) == vault
+
+
+def test_launcher_process_stops_before_running_the_job_on_a_hostile_vault(tmp_path):
+    """`python cloudft_launch.py <command>` as Azure ML runs it: refused before the command starts or a token is
+    requested (no azure-identity import needed to refuse)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "CLOUDFT_SECRETS": "HF_TOKEN=hf-token", "CLOUDFT_KEY_VAULT": "attacker.example/collect?x=",
+           "PYTHONPATH": "", "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run([sys.executable, "cloudft_launch.py", sys.executable, "-c", "print('JOB RAN')"],
+                          cwd=TEMPLATES, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "JOB RAN" not in proc.stdout
+    assert "refusing to read secrets: 'attacker.example/collect?x=' is not a Key Vault reference" in proc.stderr

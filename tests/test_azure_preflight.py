@@ -227,3 +227,25 @@ def test_docs_print_the_access_model_and_every_rule_with_its_source():
     assert block == access.markdown()  # regenerate with access.markdown() when the model changes
     for r in RULES:
         assert f"| `{r.id}` | {r.source} |" in docs
+
+
+def test_serving_estimate_counts_the_weights_and_kv_cache_the_model_really_holds(tiny_model):
+    """The two terms of the endpoint-SKU estimate that scale with the model, against the real model: 16-bit weights
+    as loaded, and the KV cache transformers keeps for N tokens (the rest is the fitted overhead)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from cloudft.planner.arch import resolve_arch
+    from cloudft.planner.memory import GIB, estimate_serving_memory
+
+    arch = resolve_arch(str(tiny_model)).arch
+    tokens = 48
+    est = estimate_serving_memory(arch, tokens=tokens)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16).eval()
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert est["weights_gb"] == pytest.approx(weights / GIB, rel=0.02)
+    with torch.no_grad():
+        out = model(torch.ones(1, tokens, dtype=torch.long), use_cache=True)
+    cache = out.past_key_values
+    kv = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    assert est["kv_cache_gb"] == pytest.approx(kv / GIB, rel=0.02)

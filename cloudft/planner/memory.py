@@ -185,5 +185,5 @@ def estimate_serving_memory(arch: Arch, *, tokens: int, dtype_bytes: int = 2, ad
     overhead = OVERHEAD_FIXED_GB * GIB + OVERHEAD_FRACTION * subtotal
     parts = {"weights_gb": weights, "adapter_gb": adapter, "kv_cache_gb": kv_cache, "activations_gb": prefill,
              "overhead_gb": overhead}
-    return {"peak_gb": round(sum(parts.values()) / GIB, 2), **{k: round(v / GIB, 3) for k, v in parts.items()},
+    return {"peak_gb": round(sum(parts.values()) / GIB, 2), **{k: round(v / GIB, 6) for k, v in parts.items()},
             "params_b": round(arch.params / 1e9, 3), "tokens": tokens}
