@@ -139,6 +139,10 @@ def test_deploy_without_an_endpoint_identity_is_refused_for_a_run_with_secrets(e
     Registry().update(rec.run_id, status="completed")
     with pytest.raises(Exception, match="no endpoint identity is set"):
         prov.deploy(Registry().get(rec.run_id), endpoint_name="lora-ep")
+    run = Registry().get(rec.run_id)
+    run.handle["azure"]["endpoint_identity_id"] = SERVE_ID  # the identity without its client id
+    with pytest.raises(Exception, match="endpoint_identity_client_id is not set"):
+        prov.deploy(run, endpoint_name="lora-ep")
     assert not transport.find("PUT", r"/onlineEndpoints/")  # refused before any request
 
 

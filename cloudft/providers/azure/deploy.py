@@ -40,6 +40,9 @@ def endpoint_identity(section: AzureSection, secret_env: dict[str, str]):
     from azure.ai.ml.entities import IdentityConfiguration, ManagedIdentityConfiguration
 
     if section.endpoint_identity_id:
+        if secret_env and not section.endpoint_identity_client_id:  # the docs' UAI sample names it for the script
+            raise CloudftError("azure.endpoint_identity_client_id is not set: score.py could not ask for the "
+                               "endpoint identity's Key Vault token", hint="set it (stack output of that name)")
         return IdentityConfiguration(type="user_assigned", user_assigned_identities=[
             ManagedIdentityConfiguration(resource_id=section.endpoint_identity_id)])
     if secret_env:
