@@ -3,6 +3,8 @@ plan before anything is sent or started.
 
 Each rule is a function `(plan) -> Iterable[Finding]` registered with `@rule(id, source)`, where `source` names the
 provider's own documentation (or SDK source) the rule comes from; each rule has a test showing it catch the bad case.
+A provider may hand its rules a view of the plan instead, carrying what it resolved besides (its section, a stack's
+outputs) with the plan as `.plan` (cloudft/providers/azure/preflight.py: AzureView).
 `Provider.preflight(plan)` runs the provider's rules; `cloudft plan` shows the findings, `cloudft submit` (and
 `--dry-run`) refuses errors before any request. A finding marked `forceable` (e.g. "no GPU on this machine") is let
 through by `--force`; the others describe what the service would refuse anyway.
@@ -11,7 +13,7 @@ through by `--force`; the others describe what the service would refuse anyway.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Literal, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Optional
 
 from .errors import CloudftError
 
@@ -39,7 +41,7 @@ class Finding:
         return {k: v for k, v in asdict(self).items() if v not in (None, "")}
 
 
-RuleFn = Callable[["Plan"], Iterable[Finding]]
+RuleFn = Callable[[Any], Iterable[Finding]]  # (plan) or (a provider's view of the plan)
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,9 @@ def rule(rule_id: str, source: str) -> Callable[[RuleFn], Rule]:
     return wrap
 
 
-def run_rules(rules: Iterable[Rule], plan: "Plan") -> list[Finding]:
-    """Every finding of every rule, each stamped with its rule id and source."""
+def run_rules(rules: Iterable[Rule], plan: "Plan | Any") -> list[Finding]:
+    """Every finding of every rule, each stamped with its rule id and source (`plan`: the plan, or the view of it
+    the rules take)."""
     out: list[Finding] = []
     for r in rules:
         for f in r.check(plan) or ():

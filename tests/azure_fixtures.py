@@ -64,7 +64,8 @@ class Recorded:
         return urlparse(self.url).path
 
 
-Answer = Union[tuple[int, Any], Callable[["Recorded"], tuple[int, Any]]]
+#: (status, body) or (status, body, headers); or a function of the request returning one
+Answer = Union[tuple, Callable[["Recorded"], tuple]]
 
 
 @dataclass
@@ -78,12 +79,12 @@ class Route:
         return req.method == self.method and re.search(self.pattern, req.url) is not None
 
 
-def _raw_response(status: int, body: Any) -> bytes:
+def _raw_response(status: int, body: Any, headers: Optional[dict] = None) -> bytes:
     payload = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    ctype = "application/octet-stream" if isinstance(body, bytes) else "application/json"
-    head = (f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {len(payload)}\r\n"
-            f"x-ms-request-id: fake\r\n\r\n")
-    return head.encode() + payload
+    head = {"Content-Type": "application/octet-stream" if isinstance(body, bytes) else "application/json",
+            "Content-Length": str(len(payload)), "x-ms-request-id": "fake", **(headers or {})}
+    lines = "".join(f"{k}: {v}\r\n" for k, v in head.items())
+    return f"HTTP/1.1 {status} X\r\n{lines}\r\n".encode() + payload
 
 
 def not_found(req: Recorded) -> tuple[int, Any]:
@@ -96,6 +97,22 @@ def echo(req: Recorded) -> tuple[int, Any]:
     body.setdefault("id", req.path)
     body.setdefault("name", req.path.rstrip("/").split("/")[-1])
     return 200, body
+
+
+class _Chunks:
+    """What azure-core's stream download hands azure-storage-blob: an iterator over the body that also carries the
+    response (`.response`) and takes attributes (the blob client sets `.properties`)."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+        self.content_length = int(response.headers.get("Content-Length", 0))  # as azure-core's generators set it
+        self._parts = iter([response.read()])
+
+    def __iter__(self) -> "_Chunks":
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._parts)
 
 
 class RecordingTransport(HttpTransport):
@@ -130,8 +147,8 @@ class RecordingTransport(HttpTransport):
             body = raw
         rec = Recorded(request.method, request.url, body, dict(request.headers))
         self.requests.append(rec)
-        status, payload = self._answer(rec)
-        resp = HTTPResponse(BytesIOSocket(_raw_response(status, payload)), method=request.method)
+        status, payload, *headers = self._answer(rec)
+        resp = HTTPResponse(BytesIOSocket(_raw_response(status, payload, *headers)), method=request.method)
         resp.begin()
         if isinstance(request, RestRequest):
             class _Response(RestHttpClientTransportResponse):
@@ -140,6 +157,9 @@ class RecordingTransport(HttpTransport):
 
                 iter_raw = iter_bytes
 
+                def stream_download(self, pipeline: Any, **kw: Any):  # blob downloads read the body in chunks
+                    return _Chunks(self)
+
             out = _Response(request=request, internal_response=resp)
             out.read()
             return out
@@ -147,7 +167,7 @@ class RecordingTransport(HttpTransport):
         out.body()
         return out
 
-    def _answer(self, rec: Recorded) -> tuple[int, Any]:
+    def _answer(self, rec: Recorded) -> tuple:
         for route in self.routes:
             if route.matches(rec) and route.times != 0:
                 if route.times is not None:

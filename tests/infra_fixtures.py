@@ -23,7 +23,14 @@ TENANT = "00000000-0000-0000-0000-0000000000aa"
 _AZURE_NAME_KEYS = {"ResourceGroup": "resourceGroupName", "StorageAccount": "accountName", "Vault": "vaultName",
                     "Registry": "registryName", "Workspace": "workspaceName", "Compute": "computeName",
                     "OnlineEndpoint": "endpointName", "OnlineDeployment": "deploymentName",
-                    "Component": "resourceName"}
+                    "Component": "resourceName", "UserAssignedIdentity": "resourceName"}
+
+
+def guid(kind: str, name: str) -> str:
+    """A stable GUID for a mocked identity's client or principal id."""
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kind}/{name}"))
 
 
 @dataclass
@@ -67,11 +74,24 @@ class RecordingMocks(pulumi.runtime.Mocks):
             name = inputs.get(_AZURE_NAME_KEYS.get(args.typ.split(":")[-1], "-")) or args.name
             out["name"] = name
             rid = out["id"] = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/{args.typ}/{name}"
+            if args.typ.endswith(":UserAssignedIdentity"):  # the ARM id form cloudft validates
+                rid = out["id"] = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/"
+                                   f"Microsoft.ManagedIdentity/userAssignedIdentities/{name}")
             if "identity" in inputs:
-                out["identity"] = {**inputs["identity"], "principalId": f"principal-{args.name}",
-                                   "tenantId": TENANT}
+                ident = {**inputs["identity"], "tenantId": TENANT}
+                if "SystemAssigned" in str(ident.get("type")):
+                    ident["principalId"] = f"principal-{args.name}"
+                if isinstance(ident.get("userAssignedIdentities"), list):  # ARM answers a map of id → ids
+                    ident["userAssignedIdentities"] = {
+                        uid: {"principalId": guid("principal", uid.rsplit("/", 1)[-1]),
+                              "clientId": guid("client", uid.rsplit("/", 1)[-1])}
+                        for uid in ident["userAssignedIdentities"]}
+                out["identity"] = ident
             if args.typ.endswith(":Registry"):
                 out["loginServer"] = f"{name}.azurecr.io"
+            if args.typ.endswith(":UserAssignedIdentity"):  # what ARM computes for a new identity (GUIDs)
+                out["clientId"] = guid("client", name)
+                out["principalId"] = guid("principal", name)
         else:
             rid = args.name
         rec = Recorded(args.typ, args.name, inputs, out, f"{rid}")

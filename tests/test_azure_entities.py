@@ -60,7 +60,9 @@ def test_single_stage_dry_run_writes_command_job_that_loads_and_validates(tmp_pa
     assert load_job(again / "job.yml").outputs["checkpoints"].path == ckpt
     assert load_job(again / "job.yml").outputs["adapter"].path != job.outputs["adapter"].path
     assert raw["environment"].startswith("azureml:cloudft-train:")
-    assert job.identity.type == "managed_identity"  # secrets → managed identity reads Key Vault
+    # serverless supports no system-assigned identity: the workspace's user-assigned one, by client id
+    assert job.identity.type == "managed_identity" and job.identity.client_id == "00000000-0000-0000-0000-0000000000c1"
+    assert job.environment_variables["AZURE_CLIENT_ID"] == job.identity.client_id
     # secrets: names only, never values, in the job definition
     assert job.environment_variables["CLOUDFT_SECRETS"] == "HF_TOKEN=hf-token"
     assert job.environment_variables["CLOUDFT_KEY_VAULT"] == "cloudft-kv"
@@ -85,7 +87,9 @@ def test_pipeline_dry_run_wires_dpo_to_sft_adapter_spot_two_nodes(tmp_path):
     result = job._validate(raise_error=False)
     assert result.passed, result.error_messages
     raw = yaml.safe_load((tmp_path / "job.yml").read_text())
-    assert raw["settings"] == {"default_compute": "serverless", "force_rerun": True}
+    # the documented CLI form (how-to-use-serverless-compute, "Pipeline job"); load_job reads it as "serverless"
+    assert raw["settings"] == {"default_compute": "azureml:serverless", "force_rerun": True}
+    assert job.settings.default_compute == "serverless"
     sft, dpo = raw["jobs"]["stage0_sft"], raw["jobs"]["stage1_dpo"]
     assert dpo["inputs"]["init_adapter"]["path"] == "${{parent.jobs.stage0_sft.outputs.adapter}}"
     assert "--init-adapter ${{inputs.init_adapter}}" in dpo["component"]["command"]

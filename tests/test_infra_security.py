@@ -73,6 +73,41 @@ def test_public_access_block_and_tls_policy_present(aws_full):
     assert rules.s3_tls_only_policy(aws_full.one(":BucketPolicy").inputs) == []
 
 
+#: What the quickstart leaves reachable, on purpose (docs/azure.md "Network"): exactly these, nothing else.
+QUICKSTART_EXPOSURE = [
+    "sec-ws: ML workspace accepts public network access",
+    "sec-ws: ML workspace managed network allows any internet outbound (not AllowOnlyApprovedOutbound)",
+    "sec-endpoint: online endpoint accepts public network access",
+    "sec-deployment: online deployment has public egress",
+    "sec-kv: Key Vault is reachable from any network (publicNetworkAccess without a Deny firewall)",
+    "secacr: container registry accepts public network access",
+    "secsa: storage account is reachable from any network (publicNetworkAccess without a Deny firewall)",
+]
+
+
+def test_quickstart_exposure_is_exactly_the_documented_list(azure_full):
+    assert sorted(rules.check_stack(azure_full.triples(), rules=rules.EXPOSURE_RULES)) == sorted(QUICKSTART_EXPOSURE)
+    docs = (REPO / "docs" / "azure.md").read_text()
+    assert all(line.split(": ", 1)[1] in docs for line in QUICKSTART_EXPOSURE), "each exposure is documented"
+
+
+def test_private_stack_exposes_nothing_and_passes_every_rule():
+    settings = AzureStackSettings(name="sec", network="private", cluster=ClusterSettings(low_priority=True),
+                                  endpoint=EndpointSettings(enabled=True, model_id="azureml://m/1",
+                                                            environment_id="azureml://e/1"))
+    mocks, _ = run_program(lambda: build_azure_stack(settings))
+    assert rules.check_stack(mocks.triples(), rules.REQUIRED_AZURE) == []
+    assert rules.check_stack(mocks.triples(), rules=rules.EXPOSURE_RULES) == []
+
+
+def test_ip_allow_lists_close_storage_and_vault_and_shared_keys_are_flagged():
+    mocks, _ = run_program(lambda: build_azure_stack(AzureStackSettings(
+        name="sec", allowed_ip_ranges=["203.0.113.7"], shared_key_access=True)))
+    found = rules.check_stack(mocks.triples(), rules=rules.EXPOSURE_RULES)
+    assert not any(f.startswith(("sec-kv:", "secsa: storage account is reachable")) for f in found)
+    assert "secsa: storage account accepts shared keys (allowSharedKeyAccess is not false)" in found
+
+
 def test_azure_cluster_with_public_ips_is_flagged():
     mocks, _ = run_program(lambda: build_azure_stack(AzureStackSettings(name="sec", managed_network="Disabled")))
     problems = rules.check_stack(mocks.triples())
@@ -110,9 +145,32 @@ def test_azure_cluster_with_public_ips_is_flagged():
     ("azure-native:machinelearningservices:Compute", {"properties": {"computeType": "AmlCompute", "properties": {
         "enableNodePublicIp": False, "remoteLoginPortPublicAccess": "Disabled",
         "scaleSettings": {"minNodeCount": 1}}}}, "scale to zero"),
+    ("azure-native:machinelearningservices:Compute", {"identity": {"type": "SystemAssigned"}, "properties": {
+        "computeType": "AmlCompute", "properties": {"enableNodePublicIp": False, "remoteLoginPortPublicAccess":
+                                                    "Disabled", "scaleSettings": {"minNodeCount": 0}}}},
+     "user-assigned identity"),
 ])
 def test_each_rule_catches_its_violation(typ, props, expected):
     problems = rules.check_resource(typ, props)
+    assert problems and any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize("typ, props, expected", [
+    ("azure-native:storage:StorageAccount", {"allowSharedKeyAccess": False}, "reachable from any network"),
+    ("azure-native:storage:StorageAccount", {"publicNetworkAccess": "Disabled"}, "shared keys"),
+    ("azure-native:keyvault:Vault", {"properties": {"publicNetworkAccess": "Enabled",
+                                                    "networkAcls": {"defaultAction": "Allow"}}}, "any network"),
+    ("azure-native:machinelearningservices:Workspace", {"publicNetworkAccess": "Disabled", "managedNetwork": {
+        "isolationMode": "AllowInternetOutbound"}}, "internet outbound"),
+    ("azure-native:machinelearningservices:Workspace", {"managedNetwork": {
+        "isolationMode": "AllowOnlyApprovedOutbound"}}, "public network access"),
+    ("azure-native:containerregistry:Registry", {"sku": {"name": "Basic"}}, "public network access"),
+    ("azure-native:machinelearningservices:OnlineEndpoint", {"properties": {}}, "public network access"),
+    ("azure-native:machinelearningservices:OnlineDeployment", {"properties": {"egressPublicNetworkAccess": "Enabled"}},
+     "public egress"),
+])
+def test_each_exposure_rule_catches_its_public_setting(typ, props, expected):
+    problems = rules.check_resource(typ, props, rules.EXPOSURE_RULES)
     assert problems and any(expected in p for p in problems), problems
 
 
@@ -127,7 +185,7 @@ def test_policy_pack_reports_rule_violations(monkeypatch):
     """infra/policy/__main__.py wires the rules into a mandatory pulumi-policy pack (stubbed pulumi_policy)."""
     packs = []
     stub = types.ModuleType("pulumi_policy")
-    stub.EnforcementLevel = types.SimpleNamespace(MANDATORY="mandatory")
+    stub.EnforcementLevel = types.SimpleNamespace(MANDATORY="mandatory", ADVISORY="advisory")
     stub.PolicyPack = lambda **kw: packs.append(kw)
     stub.ResourceValidationPolicy = lambda **kw: types.SimpleNamespace(**kw)
     stub.ReportViolation = stub.ResourceValidationArgs = object
@@ -140,3 +198,9 @@ def test_policy_pack_reports_rule_violations(monkeypatch):
     validate(types.SimpleNamespace(resource_type="aws:kms/key:Key", props={"enableKeyRotation": False}), found.append)
     validate(types.SimpleNamespace(resource_type="aws:kms/key:Key", props={"enableKeyRotation": True}), found.append)
     assert found == ["KMS key rotation must be enabled"]
+    exposure = pack["policies"][1]
+    assert exposure.name == "cloudft-public-exposure" and exposure.enforcement_level == "advisory"
+    found.clear()
+    exposure.validate(types.SimpleNamespace(resource_type="azure-native:machinelearningservices:OnlineEndpoint",
+                                            props={"properties": {"publicNetworkAccess": "Enabled"}}), found.append)
+    assert found == ["online endpoint accepts public network access"]

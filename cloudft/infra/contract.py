@@ -7,6 +7,9 @@ AWS_OUTPUT_KEYS: tuple[str, ...] = ("region", "role_arn", "bucket", "prefix", "k
                                    "security_group_ids", "repository_url", "image_uri", "workteam_arn",
                                    "endpoint_name")
 AZURE_OUTPUT_KEYS: tuple[str, ...] = ("subscription_id", "resource_group", "workspace", "location", "compute",
-                                     "key_vault", "storage_account", "registry", "endpoint_name")
+                                     "key_vault", "storage_account", "registry", "endpoint_name",
+                                     "identity_client_id", "endpoint_identity_id", "endpoint_identity_client_id",
+                                     "role_assignments", "compute_vm_size", "compute_tier", "network",
+                                     "system_datastores_auth_mode")
 OUTPUT_KEYS: dict[str, tuple[str, ...]] = {"aws": AWS_OUTPUT_KEYS, "azure": AZURE_OUTPUT_KEYS}
 PROVIDERS: tuple[str, ...] = tuple(OUTPUT_KEYS)

@@ -35,6 +35,7 @@ class Instance:
     spot_per_hour: Optional[float]
     spot_source: str
     price_date: str
+    online_endpoint: Optional[bool] = None  # in the provider's online-endpoint SKU list (None: unknown)
 
     @property
     def usable_gpu_memory_gb(self) -> float:
@@ -87,6 +88,7 @@ def load_catalog(provider: str) -> list[Instance]:
             gpu_memory_gb=float(row["gpu_memory_gb"]), vcpus=int(row.get("vcpus", 0)),
             memory_gb=float(row.get("memory_gb", 0)), on_demand_per_hour=od, spot_per_hour=spot,
             spot_source=source, price_date=row.get("price_date", doc.get("taken", "")),
+            online_endpoint=row.get("online_endpoint"),
         ))
     return out
 
@@ -104,6 +106,26 @@ def find_instance(provider: str, instance_type: str) -> Instance:
         f"instance type '{instance_type}' is not in the {provider} catalog",
         hint=(f"did you mean {', '.join(guess)}? " if guess else "") + f"see `cloudft catalog list --provider {provider}`",
     )
+
+
+def region_offers(provider: str, region: Optional[str], instance_type: str) -> Optional[bool]:
+    """Is `instance_type` offered in `region`, as far as the catalog knows? True: its meters are in the catalog for
+    that region; False: a refresh for that region found no meter for it; None: unknown (never assumed)."""
+    if not region:
+        return None
+    doc = raw_catalog(provider)
+    want, where = instance_type.lower(), region.lower().replace(" ", "")
+    avail = {str(k).lower(): v for k, v in (doc.get("availability") or {}).items()}
+    seen = avail.get(where) or {}
+    if want in {t.lower() for t in seen.get("offered", [])}:
+        return True
+    if want in {t.lower() for t in seen.get("not_offered", [])}:
+        return False
+    if str(doc.get("region", "")).lower() == where:
+        priced = {r["type"].lower() for r in doc["instances"] if r.get("on_demand_per_hour")}
+        if want in priced:
+            return True
+    return None
 
 
 def gpu_matches(hint: str, gpu: str) -> bool:

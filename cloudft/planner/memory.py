@@ -170,3 +170,20 @@ def estimate_memory(arch: Arch, setup: Setup) -> dict[str, float]:
     out["trainable_params_m"] = round(n_train / 1e6, 2)
     out["tokens_per_micro_batch"] = t
     return out
+
+
+def estimate_serving_memory(arch: Arch, *, tokens: int, dtype_bytes: int = 2, adapter_params: int = 0) -> dict:
+    """Peak memory of serving one request on one GPU (GiB): 16-bit base weights, the adapter (fp32, as PEFT loads
+    it), the KV cache and prefill activations for `tokens`, and the same framework overhead as training.
+
+    What templates/azure/score.py does: the whole model on one device, one request at a time."""
+    weights = arch.params * dtype_bytes
+    adapter = adapter_params * 4
+    kv_cache = 2 * arch.layers * arch.kv_dim * tokens * dtype_bytes
+    prefill = tokens * (4 * arch.hidden + 2 * arch.intermediate) * dtype_bytes + arch.vocab * 4
+    subtotal = weights + adapter + kv_cache + prefill
+    overhead = OVERHEAD_FIXED_GB * GIB + OVERHEAD_FRACTION * subtotal
+    parts = {"weights_gb": weights, "adapter_gb": adapter, "kv_cache_gb": kv_cache, "activations_gb": prefill,
+             "overhead_gb": overhead}
+    return {"peak_gb": round(sum(parts.values()) / GIB, 2), **{k: round(v / GIB, 6) for k, v in parts.items()},
+            "params_b": round(arch.params / 1e9, 3), "tokens": tokens}

@@ -117,6 +117,7 @@ def refresh(provider: str, region: Optional[str] = None,
     fetch = fetch or (fetch_aws if provider == "aws" else fetch_azure)
     updated, errors = 0, []
     rows = []
+    offered, not_offered = [], []
     for row in doc["instances"]:
         row = dict(row)
         try:
@@ -127,6 +128,8 @@ def refresh(provider: str, region: Optional[str] = None,
                 break  # offline: don't wait for every row to time out
             rows.append(row)
             continue
+        # Azure: a VM size with no Linux consumption meter in the region is not sold there
+        (offered if prices.get("on_demand_per_hour") else not_offered).append(row["type"])
         if prices.get("on_demand_per_hour"):
             row.update({k: v for k, v in prices.items() if v is not None})
             row["price_date"] = _today()
@@ -141,6 +144,9 @@ def refresh(provider: str, region: Optional[str] = None,
     rows += doc["instances"][len(rows):]
     out = {**{k: v for k, v in doc.items() if k not in ("instances", "origin")}, "taken": _today(),
            "region": region, "refreshed_rows": updated, "refresh_errors": errors[:5], "instances": rows}
+    if provider == "azure":  # kept across refreshes of other regions
+        out["availability"] = {**(doc.get("availability") or {}), region: {
+            "offered": offered, "not_offered": not_offered, "taken": _today(), "source": "azure-retail-prices-api"}}
     path = refreshed_path(provider)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

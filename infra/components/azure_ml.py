@@ -1,17 +1,30 @@
-"""Azure ML building blocks (pulumi-azure-native v3; the `properties=` argument shape of the pinned SDK)."""
+"""Azure ML building blocks (pulumi-azure-native v3; the `properties=` argument shape of the pinned SDK).
+
+Identities and role assignments follow `cloudft.providers.azure.access` (the one model of who needs what);
+network settings follow `NetworkOptions` (safe defaults where the quickstart still works, a private option).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 import pulumi
 from pulumi_azure_native import (applicationinsights, authorization, containerregistry, keyvault,
-                                 machinelearningservices as ml, operationalinsights, storage)
+                                 machinelearningservices as ml, managedidentity, operationalinsights, storage)
 
-# Built-in Azure role definition ids (the same in every tenant).
-ROLE_ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
-ROLE_STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
-ROLE_KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+from cloudft.providers.azure.access import ACTORS, ROLES
+
+# The built-in role ids, by name (kept for callers that imported them from here).
+ROLE_ACR_PULL = ROLES["AcrPull"].id
+ROLE_STORAGE_BLOB_DATA_CONTRIBUTOR = ROLES["Storage Blob Data Contributor"].id
+ROLE_KEY_VAULT_SECRETS_USER = ROLES["Key Vault Secrets User"].id
+
+#: Hosts a private (approved-outbound) workspace lets jobs reach: Python packages and Hugging Face models.
+#: learn.microsoft.com/azure/machine-learning/how-to-managed-network ("Access public machine learning packages",
+#: "Use HuggingFace models"); FQDN rules run on an Azure Firewall, which is billed.
+PRIVATE_OUTBOUND_FQDNS = ("pypi.org", "*.pythonhosted.org", "anaconda.com", "*.anaconda.com", "*.anaconda.org",
+                          "pytorch.org", "*.pytorch.org", "huggingface.co", "cdn-lfs.huggingface.co", "*.hf.co")
 
 
 def alnum(text: str, max_len: int) -> str:
@@ -19,25 +32,89 @@ def alnum(text: str, max_len: int) -> str:
     return "".join(c for c in text.lower() if c.isalnum())[:max_len]
 
 
+@dataclass
+class NetworkOptions:
+    """How the workspace and its resources are reached.
+
+    `quickstart` (default): the workspace, storage, Key Vault and endpoints answer on public endpoints (the CLI on a
+    laptop uploads code, sets secrets and invokes endpoints), but storage takes no shared keys (Entra ID only), and
+    with `allowed_ip_ranges` storage and Key Vault refuse every other address (the managed network then reaches
+    them through private endpoints). `private`: public network access off everywhere, managed network with
+    approved outbound only (private endpoints to storage, Key Vault and registry; FQDN rules for packages and
+    models), a Premium registry (private endpoints need it) and image builds on the cluster. The CLI then has to run
+    from a network that reaches the workspace's private endpoint.
+    """
+
+    mode: str = "quickstart"
+    allowed_ip_ranges: list[str] = field(default_factory=list)
+    outbound_fqdns: list[str] = field(default_factory=lambda: list(PRIVATE_OUTBOUND_FQDNS))
+    shared_key_access: bool = False
+    managed_network: Optional[str] = None  # override of the mode's isolation mode
+    public_network_access: Optional[str] = None  # override of the mode's workspace setting
+
+    @property
+    def private(self) -> bool:
+        return self.mode == "private"
+
+    @property
+    def isolation_mode(self) -> str:
+        return self.managed_network or ("AllowOnlyApprovedOutbound" if self.private else "AllowInternetOutbound")
+
+    @property
+    def public(self) -> str:
+        """publicNetworkAccess of the workspace, storage, Key Vault, registry and endpoints."""
+        return self.public_network_access or ("Disabled" if self.private else "Enabled")
+
+
+class Identities(pulumi.ComponentResource):
+    """The user-assigned identities cloudft's workloads run as (`cloudft.providers.azure.access`): `train` for jobs
+    and clusters (serverless compute supports no system-assigned identity), `serve` for online endpoints."""
+
+    def __init__(self, name: str, *, resource_group_name: pulumi.Input[str], location: pulumi.Input[str],
+                 tags: Optional[dict[str, str]] = None, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("cloudft:azure:Identities", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        common = {"resource_group_name": resource_group_name, "location": location, "tags": tags}
+        self.train = managedidentity.UserAssignedIdentity(f"{name}-train", resource_name_=f"{name}-train",
+                                                          **common, opts=child)
+        self.serve = managedidentity.UserAssignedIdentity(f"{name}-serve", resource_name_=f"{name}-serve",
+                                                          **common, opts=child)
+        self.register_outputs({"train_client_id": self.train.client_id, "serve_client_id": self.serve.client_id})
+
+
+def _user_assigned(*identities: managedidentity.UserAssignedIdentity, system: bool = False) -> dict:
+    kind = "SystemAssigned,UserAssigned" if system else "UserAssigned"
+    return {"type": kind, "user_assigned_identities": [i.id for i in identities]}
+
+
 class MlWorkspace(pulumi.ComponentResource):
-    """Storage account (no public blob access, TLS 1.2, HTTPS only, infrastructure encryption, blob versioning and
-    soft delete), Key Vault (RBAC, purge protection), container registry (no admin user), Log Analytics +
-    Application Insights, and an Azure ML workspace with a system-assigned identity linked to all of them.
+    """Storage account (Entra ID only: no shared keys, no public blob access, TLS 1.2, HTTPS only, infrastructure
+    encryption, blob versioning and soft delete), Key Vault (RBAC, purge protection), container registry (no admin
+    user), Log Analytics + Application Insights, and an Azure ML workspace with identity-based system datastores, a
+    system-assigned identity plus the `train` user-assigned identity (what serverless jobs run as), and a managed
+    network, per `NetworkOptions`.
 
     Outputs: `workspace_name`, `storage_account_name`, `key_vault_name`, `registry_name`, `registry_login_server`.
     """
 
     def __init__(self, name: str, *, resource_group_name: pulumi.Input[str], location: pulumi.Input[str],
-                 tenant_id: pulumi.Input[str], registry_sku: str = "Basic",
-                 managed_network: str = "AllowInternetOutbound", public_network_access: str = "Enabled",
-                 tags: Optional[dict[str, str]] = None, opts: Optional[pulumi.ResourceOptions] = None):
+                 tenant_id: pulumi.Input[str], identity: managedidentity.UserAssignedIdentity,
+                 network: Optional[NetworkOptions] = None, registry_sku: str = "Basic",
+                 image_build_compute: Optional[str] = None, tags: Optional[dict[str, str]] = None,
+                 opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("cloudft:azure:MlWorkspace", name, None, opts)
+        net = network or NetworkOptions()
         child = pulumi.ResourceOptions(parent=self)
         common = {"resource_group_name": resource_group_name, "location": location, "tags": tags}
+        ip_rules = list(net.allowed_ip_ranges)
         self.storage = storage.StorageAccount(
             alnum(f"{name}sa", 18), kind="StorageV2", sku={"name": "Standard_LRS"},
             allow_blob_public_access=False, minimum_tls_version="TLS1_2", enable_https_traffic_only=True,
-            allow_cross_tenant_replication=False,
+            allow_cross_tenant_replication=False, allow_shared_key_access=net.shared_key_access,
+            default_to_o_auth_authentication=not net.shared_key_access, public_network_access=net.public,
+            network_rule_set=({"default_action": "Deny", "bypass": "AzureServices",
+                               "ip_rules": [{"i_p_address_or_range": ip, "action": "Allow"} for ip in ip_rules]}
+                              if ip_rules else None),
             encryption={"key_source": "Microsoft.Storage", "require_infrastructure_encryption": True,
                         "services": {"blob": {"enabled": True, "key_type": "Account"},
                                      "file": {"enabled": True, "key_type": "Account"}}},
@@ -55,19 +132,28 @@ class MlWorkspace(pulumi.ComponentResource):
         self.vault = keyvault.Vault(f"{name}-kv", properties={
             "tenant_id": tenant_id, "sku": {"family": "A", "name": "standard"},
             "enable_rbac_authorization": True, "enable_purge_protection": True, "enable_soft_delete": True,
-            "soft_delete_retention_in_days": 90, "public_network_access": public_network_access},
+            "soft_delete_retention_in_days": 90, "public_network_access": net.public,
+            **({"network_acls": {"default_action": "Deny", "bypass": "AzureServices",
+                                 "ip_rules": [{"value": ip} for ip in ip_rules]}} if ip_rules else {})},
             **common, opts=child)
-        self.registry = containerregistry.Registry(alnum(f"{name}acr", 40), sku={"name": registry_sku},
-                                                   admin_user_enabled=False, anonymous_pull_enabled=False,
-                                                   **common, opts=child)
+        # Private endpoints need a Premium registry; public access can only be turned off there.
+        sku = "Premium" if net.private else registry_sku
+        self.registry = containerregistry.Registry(
+            alnum(f"{name}acr", 40), sku={"name": sku}, admin_user_enabled=False, anonymous_pull_enabled=False,
+            **({"public_network_access": net.public} if sku == "Premium" else {}), **common, opts=child)
         self.workspace = ml.Workspace(
-            f"{name}-ws", identity={"type": "SystemAssigned"}, sku={"name": "Basic", "tier": "Basic"},
+            f"{name}-ws", identity=_user_assigned(identity, system=True), sku={"name": "Basic", "tier": "Basic"},
             storage_account=self.storage.id, key_vault=self.vault.id, application_insights=self.insights.id,
-            container_registry=self.registry.id, v1_legacy_mode=False, public_network_access=public_network_access,
-            managed_network={"isolation_mode": managed_network}, friendly_name=f"cloudft {name}",
+            container_registry=self.registry.id, v1_legacy_mode=False, public_network_access=net.public,
+            system_datastores_auth_mode="Identity" if not net.shared_key_access else "AccessKey",
+            managed_network=ml.ManagedNetworkSettingsArgs(isolation_mode=net.isolation_mode,
+                                                          outbound_rules=self._outbound_rules(net) or None),
+            image_build_compute=image_build_compute if net.private else None,
+            friendly_name=f"cloudft {name}",
             # The storage account and key vault of a workspace cannot change after creation.
             **common, opts=pulumi.ResourceOptions(parent=self, depends_on=[self.blob_service]))
-        self.managed_network = managed_network
+        self.network = net
+        self.managed_network = net.isolation_mode
         self.workspace_name = self.workspace.name
         self.storage_account_name = self.storage.name
         self.key_vault_name = self.vault.name
@@ -76,17 +162,65 @@ class MlWorkspace(pulumi.ComponentResource):
         self.register_outputs({"workspace_name": self.workspace_name, "storage_account_name": self.storage_account_name,
                                "key_vault_name": self.key_vault_name, "registry_name": self.registry_name})
 
+    def _outbound_rules(self, net: NetworkOptions) -> dict:
+        """FQDN rules (approved outbound), and private endpoints to storage and Key Vault when their firewalls
+        admit only `allowed_ip_ranges` (the managed network creates them itself for resources with public access
+        off, and always in approved-outbound mode: how-to-managed-network, "List of required rules")."""
+        rules: dict = {}
+        if net.isolation_mode == "AllowOnlyApprovedOutbound":
+            for i, fqdn in enumerate(net.outbound_fqdns):
+                rules[f"cloudft-fqdn-{i}"] = ml.FqdnOutboundRuleArgs(type="FQDN", category="UserDefined",
+                                                                    destination=fqdn)
+        elif net.allowed_ip_ranges and net.isolation_mode != "Disabled":
+            for target, resource in (("blob", self.storage), ("file", self.storage), ("vault", self.vault)):
+                rules[f"cloudft-pe-{target}"] = ml.PrivateEndpointOutboundRuleArgs(
+                    type="PrivateEndpoint", category="UserDefined",
+                    destination=ml.PrivateEndpointDestinationArgs(service_resource_id=resource.id,
+                                                                  subresource_target=target))
+        return rules
+
+
+def role_id(subscription_id: pulumi.Input[str], role: str) -> pulumi.Output[str]:
+    return pulumi.Output.concat("/subscriptions/", subscription_id, "/providers/Microsoft.Authorization/roleDefinitions/",
+                                ROLES[role].id)
+
+
+class RoleGrants(pulumi.ComponentResource):
+    """Exactly the role assignments of `cloudft.providers.azure.access.ACTORS`: every actor's principal gets every
+    grant of the model on the resource it names. `granted` lists them by name (the `role_assignments` output that
+    preflight reads)."""
+
+    def __init__(self, name: str, *, principals: Mapping[str, tuple[list[pulumi.Input[str]], str]],
+                 scopes: Mapping[str, pulumi.Input[str]], subscription_id: pulumi.Input[str],
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("cloudft:azure:RoleGrants", name, None, opts)
+        self.assignments: list[authorization.RoleAssignment] = []
+        self.granted: list[dict[str, str]] = []
+        for act in ACTORS:
+            ids, principal_type = principals.get(act.name, ([], None))
+            for g in act.grants:
+                for i, principal in enumerate(ids):
+                    suffix = f"{act.name}-{g.scope}-{alnum(g.role, 24)}" + (f"-{i}" if i else "")
+                    self.assignments.append(authorization.RoleAssignment(
+                        f"{name}-{suffix}", principal_id=principal, scope=scopes[g.scope],
+                        role_definition_id=role_id(subscription_id, g.role),
+                        description=f"cloudft {act.name}: {g.why}", principal_type=principal_type,
+                        opts=pulumi.ResourceOptions(parent=self)))
+                if ids:
+                    self.granted.append({"actor": act.name, "role": g.role, "scope": g.scope})
+        self.register_outputs({})
+
 
 class GpuCluster(pulumi.ComponentResource):
     """An AmlCompute GPU cluster that scales to zero after `idle_seconds`, dedicated or low-priority nodes, no node
-    public IPs (needs the workspace's managed network or a subnet), SSH port closed, and a system-assigned identity
-    granted AcrPull, Storage Blob Data Contributor and Key Vault Secrets User on the workspace's resources.
+    public IPs (needs the workspace's managed network or a subnet), SSH port closed, running as the `train`
+    user-assigned identity (clusters take one system-assigned or user-assigned identities, not both).
 
     Output: `compute_name`.
     """
 
     def __init__(self, name: str, *, workspace: MlWorkspace, resource_group_name: pulumi.Input[str],
-                 location: pulumi.Input[str], subscription_id: pulumi.Input[str], vm_size: str,
+                 location: pulumi.Input[str], identity: managedidentity.UserAssignedIdentity, vm_size: str,
                  max_nodes: int = 2, low_priority: bool = False, idle_seconds: int = 900,
                  subnet_id: Optional[str] = None, compute_name: Optional[str] = None,
                  opts: Optional[pulumi.ResourceOptions] = None):
@@ -102,19 +236,10 @@ class GpuCluster(pulumi.ComponentResource):
             props["subnet"] = ml.ResourceIdArgs(id=subnet_id)
         self.compute = ml.Compute(
             f"{name}-compute", compute_name=compute_name or f"{name}-gpu"[:24], resource_group_name=resource_group_name,
-            workspace_name=workspace.workspace_name, location=location, identity={"type": "SystemAssigned"},
+            workspace_name=workspace.workspace_name, location=location, identity=_user_assigned(identity),
             properties=ml.AmlComputeArgs(compute_type="AmlCompute", description="cloudft GPU training cluster",
                                          properties=ml.AmlComputePropertiesArgs(**props)),
             opts=pulumi.ResourceOptions(parent=self))
-        principal = self.compute.identity.apply(lambda i: i.principal_id if i else None)
-        for role, scope, suffix in ((ROLE_ACR_PULL, workspace.registry.id, "acr-pull"),
-                                    (ROLE_STORAGE_BLOB_DATA_CONTRIBUTOR, workspace.storage.id, "blob-data"),
-                                    (ROLE_KEY_VAULT_SECRETS_USER, workspace.vault.id, "kv-secrets")):
-            authorization.RoleAssignment(
-                f"{name}-{suffix}", principal_id=principal, principal_type="ServicePrincipal", scope=scope,
-                role_definition_id=pulumi.Output.concat("/subscriptions/", subscription_id,
-                                                        "/providers/Microsoft.Authorization/roleDefinitions/", role),
-                opts=pulumi.ResourceOptions(parent=self))
         self.compute_name = self.compute.name
         self.register_outputs({"compute_name": self.compute_name})
 
@@ -126,33 +251,36 @@ def _probe(initial_delay_s: int = 600) -> "ml.ProbeSettingsArgs":
 
 
 class ManagedEndpoint(pulumi.ComponentResource):
-    """A managed online endpoint (key auth, system-assigned identity) and, when a registered model and environment are
-    given, one managed deployment. cloudft's `deploy` usually creates deployments itself (they churn faster than
-    infrastructure). Output: `endpoint_name`."""
+    """A managed online endpoint (key auth) running as the `serve` user-assigned identity (granted registry, storage
+    and Key Vault access by `RoleGrants`) and, when a registered model and environment are given, one managed
+    deployment. cloudft's `deploy` usually creates deployments itself (they churn faster than infrastructure).
+    Output: `endpoint_name`."""
 
     def __init__(self, name: str, *, workspace_name: pulumi.Input[str], resource_group_name: pulumi.Input[str],
-                 location: pulumi.Input[str], endpoint_name: Optional[str] = None,
-                 public_network_access: str = "Enabled", model_id: Optional[str] = None,
-                 environment_id: Optional[str] = None, instance_type: str = "Standard_NC24ads_A100_v4",
-                 instance_count: int = 1, environment_variables: Optional[Mapping[str, str]] = None,
+                 location: pulumi.Input[str], identity: managedidentity.UserAssignedIdentity,
+                 endpoint_name: Optional[str] = None, public_network_access: str = "Enabled",
+                 model_id: Optional[str] = None, environment_id: Optional[str] = None,
+                 instance_type: str = "Standard_NC24ads_A100_v4", instance_count: int = 1,
+                 environment_variables: Optional[Mapping[str, str]] = None,
                  opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("cloudft:azure:ManagedEndpoint", name, None, opts)
         common = {"resource_group_name": resource_group_name, "workspace_name": workspace_name, "location": location}
         self.endpoint = ml.OnlineEndpoint(
-            f"{name}-endpoint", endpoint_name=endpoint_name or f"{name}-ep"[:32], identity={"type": "SystemAssigned"},
+            f"{name}-endpoint", endpoint_name=endpoint_name or f"{name}-ep"[:32], identity=_user_assigned(identity),
             properties={"auth_mode": "Key", "public_network_access": public_network_access,
                         "description": "cloudft adapter endpoint"},
             **common, opts=pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(create="30m")))
         self.deployment = None
         if model_id and environment_id:
+            env = {**dict(environment_variables or {}), "AZURE_CLIENT_ID": identity.client_id}
             self.deployment = ml.OnlineDeployment(
                 f"{name}-deployment", endpoint_name=self.endpoint.name, deployment_name="default",
                 sku={"name": "Default", "capacity": instance_count},
                 # A Union-typed property: plain dicts would go out with snake_case keys, so use the Args class.
                 properties=ml.ManagedOnlineDeploymentArgs(
                     endpoint_compute_type="Managed", model=model_id, environment_id=environment_id,
-                    instance_type=instance_type, app_insights_enabled=True,
-                    environment_variables=dict(environment_variables or {}), egress_public_network_access="Enabled",
+                    instance_type=instance_type, app_insights_enabled=True, environment_variables=env,
+                    egress_public_network_access="Disabled" if public_network_access == "Disabled" else "Enabled",
                     readiness_probe=_probe(), liveness_probe=_probe(),
                     request_settings=ml.OnlineRequestSettingsArgs(request_timeout="PT90S",
                                                                   max_concurrent_requests_per_instance=4)),

@@ -259,6 +259,63 @@ def azure_online_deployment(props: Props) -> list[str]:
     return env_without_secrets(env, "online deployment")
 
 
+def azure_compute_identity(props: Props) -> list[str]:
+    """Jobs on the cluster run as a user-assigned identity that the stack grants (access model)."""
+    ident = props.get("identity") or {}
+    if (props.get("properties") or {}).get("computeType") == "AmlCompute" and ident.get("type") != "UserAssigned":
+        return ["AmlCompute must run as a user-assigned identity (the one the stack grants storage, registry and "
+                "Key Vault roles)"]
+    return []
+
+
+# ---------------------------------------------------------------- Azure: public exposure
+# Flagged, not forbidden: the quickstart keeps public endpoints so the CLI works from a laptop (docs/azure.md,
+# "Network"). `cloudft:network: private` turns every one of them off; the policy pack can enforce that.
+
+def _open(public: Any, acl: Any) -> bool:
+    """Reachable from the internet: public access not Disabled and no firewall that denies by default."""
+    return public != "Disabled" and (acl or {}).get("defaultAction") != "Deny"
+
+
+def azure_storage_exposure(props: Props) -> list[str]:
+    problems = []
+    if props.get("allowSharedKeyAccess") is not False:
+        problems.append("storage account accepts shared keys (allowSharedKeyAccess is not false)")
+    if _open(props.get("publicNetworkAccess"), props.get("networkRuleSet")):
+        problems.append("storage account is reachable from any network (publicNetworkAccess without a Deny firewall)")
+    return problems
+
+
+def azure_key_vault_exposure(props: Props) -> list[str]:
+    p = props.get("properties") or {}
+    return ["Key Vault is reachable from any network (publicNetworkAccess without a Deny firewall)"] \
+        if _open(p.get("publicNetworkAccess"), p.get("networkAcls")) else []
+
+
+def azure_workspace_exposure(props: Props) -> list[str]:
+    problems = []
+    if props.get("publicNetworkAccess") != "Disabled":
+        problems.append("ML workspace accepts public network access")
+    if (props.get("managedNetwork") or {}).get("isolationMode") != "AllowOnlyApprovedOutbound":
+        problems.append("ML workspace managed network allows any internet outbound (not AllowOnlyApprovedOutbound)")
+    return problems
+
+
+def azure_registry_exposure(props: Props) -> list[str]:
+    return [] if props.get("publicNetworkAccess") == "Disabled" else ["container registry accepts public network "
+                                                                     "access"]
+
+
+def azure_endpoint_exposure(props: Props) -> list[str]:
+    p = props.get("properties") or {}
+    return [] if p.get("publicNetworkAccess") == "Disabled" else ["online endpoint accepts public network access"]
+
+
+def azure_deployment_exposure(props: Props) -> list[str]:
+    p = props.get("properties") or {}
+    return ["online deployment has public egress"] if p.get("egressPublicNetworkAccess") == "Enabled" else []
+
+
 RULES: dict[str, list[Rule]] = {
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": [s3_public_access_block],
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": [s3_encryption],
@@ -278,8 +335,18 @@ RULES: dict[str, list[Rule]] = {
     "azure-native:storage:BlobServiceProperties": [azure_blob_service],
     "azure-native:keyvault:Vault": [azure_key_vault],
     "azure-native:containerregistry:Registry": [azure_container_registry],
-    "azure-native:machinelearningservices:Compute": [azure_aml_compute],
+    "azure-native:machinelearningservices:Compute": [azure_aml_compute, azure_compute_identity],
     "azure-native:machinelearningservices:OnlineDeployment": [azure_online_deployment],
+}
+
+#: What is reachable from the internet (reported; enforced only when a stack asks for the private network).
+EXPOSURE_RULES: dict[str, list[Rule]] = {
+    "azure-native:storage:StorageAccount": [azure_storage_exposure],
+    "azure-native:keyvault:Vault": [azure_key_vault_exposure],
+    "azure-native:machinelearningservices:Workspace": [azure_workspace_exposure],
+    "azure-native:containerregistry:Registry": [azure_registry_exposure],
+    "azure-native:machinelearningservices:OnlineEndpoint": [azure_endpoint_exposure],
+    "azure-native:machinelearningservices:OnlineDeployment": [azure_deployment_exposure],
 }
 
 #: Resource types a secure stack must contain (a rule cannot pass by the resource being absent).
@@ -289,15 +356,17 @@ REQUIRED_AWS = ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
 REQUIRED_AZURE = ("azure-native:storage:StorageAccount", "azure-native:storage:BlobServiceProperties")
 
 
-def check_resource(type_token: str, props: Props) -> list[str]:
+def check_resource(type_token: str, props: Props, rules: Mapping[str, list[Rule]] = RULES) -> list[str]:
     """Every violation of the rules for this resource type ([] when none apply)."""
-    return [p for rule in RULES.get(type_token, []) for p in rule(props)]
+    return [p for rule in rules.get(type_token, []) for p in rule(props)]
 
 
-def check_stack(resources: Iterable[tuple[str, str, Props]], required: Iterable[str] = ()) -> list[str]:
-    """Violations over (type, name, props) triples, prefixed with the resource name; missing required types too."""
+def check_stack(resources: Iterable[tuple[str, str, Props]], required: Iterable[str] = (),
+                rules: Mapping[str, list[Rule]] = RULES) -> list[str]:
+    """Violations over (type, name, props) triples, prefixed with the resource name; missing required types too.
+    `rules=EXPOSURE_RULES` lists what a stack leaves reachable from the internet instead."""
     resources = list(resources)
-    problems = [f"{name}: {p}" for typ, name, props in resources for p in check_resource(typ, props)]
+    problems = [f"{name}: {p}" for typ, name, props in resources for p in check_resource(typ, props, rules)]
     present = {typ for typ, _, _ in resources}
     problems += [f"stack has no {typ}" for typ in required if typ not in present]
     return problems

@@ -19,6 +19,7 @@ from ...errors import CloudftError
 from ...registry import Registry
 from .entities import TEMPLATES, conda_spec, short_hash
 from .handle import AzureHandle
+from .runtime import torch_requirements
 from .section import AzureSection
 
 if TYPE_CHECKING:
@@ -27,8 +28,30 @@ if TYPE_CHECKING:
     from ...registry import RunRecord
 
 DEPLOYMENT = "cloudft"
-SERVE_PIP = ["azureml-inference-server-http", "torch", "transformers", "peft", "accelerate", "safetensors",
-             "azure-identity"]
+#: torch comes pinned for the serving image's CUDA (runtime.torch_requirements), the same version as training
+SERVE_PIP = ["azureml-inference-server-http", "transformers", "peft", "accelerate", "safetensors", "azure-identity"]
+
+
+def endpoint_identity(section: AzureSection, secret_env: dict[str, str]):
+    """The endpoint's identity: the user-assigned one the stack grants registry, storage and Key Vault access
+    (azure.endpoint_identity_id). Without it Azure gives the endpoint a new system-assigned identity that nothing
+    grants Key Vault access, so score.py's secret read would fail (403) and the deployment never turn healthy:
+    refused when the run has secrets."""
+    from azure.ai.ml.entities import IdentityConfiguration, ManagedIdentityConfiguration
+
+    if section.endpoint_identity_id:
+        if secret_env and not section.endpoint_identity_client_id:  # the docs' UAI sample names it for the script
+            raise CloudftError("azure.endpoint_identity_client_id is not set: score.py could not ask for the "
+                               "endpoint identity's Key Vault token", hint="set it (stack output of that name)")
+        return IdentityConfiguration(type="user_assigned", user_assigned_identities=[
+            ManagedIdentityConfiguration(resource_id=section.endpoint_identity_id)])
+    if secret_env:
+        raise CloudftError(
+            "the run reads Key Vault secrets, but no endpoint identity is set: a new endpoint's system-assigned "
+            "identity has no Key Vault access, so score.py would get 403 and the deployment never become healthy",
+            hint="set azure.endpoint_identity_id and azure.endpoint_identity_client_id (stack outputs of the same "
+                 "names; --stack NAME at submit) to a user-assigned identity with the roles in docs/azure.md")
+    return None
 
 
 def endpoint_name_for(run: "RunRecord", section: AzureSection, given: Optional[str]) -> str:
@@ -62,13 +85,22 @@ def serve_entities(run: "RunRecord", section: AzureSection, endpoint: str, insta
     model = Model(name=f"cloudft-{run.run_id}"[:255], version="1", type="custom_model", path=adapter_uri,
                   description=f"cloudft adapter of {run.run_id} (stage {last_stage})",
                   tags={"cloudft.run_id": run.run_id, "cloudft.base_model": handle.base_model})
-    conda = conda_spec(SERVE_PIP)
+    from .preflight import endpoint_findings
+
+    refused = [f for f in endpoint_findings(sku, handle.base_model) if f.severity == "error"]
+    if refused:
+        raise CloudftError("; ".join(f.message for f in refused), hint=refused[0].fix)
+    ident = endpoint_identity(section, handle.secret_env)
+    conda = conda_spec(torch_requirements(dep.image) + SERVE_PIP)
     env = Environment(name="cloudft-serve", version=short_hash("serve", dep.image, json.dumps(conda, sort_keys=True)),
                       image=dep.image, conda_file=conda, description="cloudft scoring runtime (base + adapter)")
-    endpoint_ent = ManagedOnlineEndpoint(name=endpoint, auth_mode=dep.auth_mode,
+    endpoint_ent = ManagedOnlineEndpoint(name=endpoint, auth_mode=dep.auth_mode, identity=ident,
                                          description=f"cloudft: {run.name}", tags={"cloudft.run_id": run.run_id})
     env_vars = {"CLOUDFT_BASE_MODEL": handle.base_model}
-    env_vars.update(handle.secret_env)  # names only: the scoring script fetches values from Key Vault
+    # names only: the scoring script fetches values from Key Vault, as the endpoint's identity (not the job's)
+    env_vars.update({k: v for k, v in handle.secret_env.items() if k != "AZURE_CLIENT_ID"})
+    if ident is not None and section.endpoint_identity_client_id:
+        env_vars["AZURE_CLIENT_ID"] = section.endpoint_identity_client_id
     deployment = ManagedOnlineDeployment(
         name=DEPLOYMENT, endpoint_name=endpoint, model=model, environment=env,
         code_configuration=CodeConfiguration(code=str(TEMPLATES), scoring_script="score.py"),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ...paths import templates_dir
 from ...errors import CloudftError
+from .runtime import torch_requirements, train_entry_dir
 from .section import AzureSection
 
 if TYPE_CHECKING:
@@ -29,7 +30,8 @@ RUN_DIR = "cloudft_run"  # folder inside the code snapshot holding the run confi
 LAUNCHER = "cloudft_launch.py"  # resolves Key Vault secrets, then runs train_entry
 TEMPLATES = templates_dir() / "azure"
 EXTRA_PIP = ("azureml-mlflow", "mlflow-skinny", "azure-identity")  # native MLflow tracking, Key Vault access
-FALLBACK_PIP = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "safetensors")
+SERVERLESS = "serverless"
+FALLBACK_PIP = ("transformers", "peft", "trl", "datasets", "accelerate", "safetensors")
 
 AZURE_STATUS = {  # Azure ML job status → registry status
     "NotStarted": "starting", "Queued": "queued", "Preparing": "starting", "Provisioning": "starting",
@@ -143,15 +145,9 @@ def choose_compute(plan: "Plan", section: AzureSection) -> ComputeChoice:
 
 # -- environment -------------------------------------------------------------------------------------
 
-def _train_entry_dir() -> Path:
-    import train_entry.config  # light: pydantic only
-
-    return Path(train_entry.config.__file__).resolve().parent
-
-
 def pip_requirements() -> list[str]:
     """train_entry's requirements plus what Azure ML tracking and Key Vault need."""
-    req = _train_entry_dir() / "requirements.txt"
+    req = train_entry_dir() / "requirements.txt"
     lines = FALLBACK_PIP
     if req.is_file():
         lines = tuple(ln.split("#")[0].strip() for ln in req.read_text().splitlines())
@@ -165,10 +161,30 @@ def conda_spec(pip: list[str]) -> dict[str, Any]:
             "dependencies": ["python=3.11", "pip", {"pip": pip}]}
 
 
-def training_environment(section: AzureSection) -> "Optional[Environment]":
+def build_context(dest: Path) -> Path:
+    """train_entry/Dockerfile's build context as the Dockerfile expects it (the repository layout: `train_entry/`
+    beside the Dockerfile), plus a layer with what cloudft turns on in Azure ML: MLflow tracking and azure-identity
+    for the Key Vault launcher. The image's ENTRYPOINT (train_entry, for SageMaker) is cleared: Azure ML runs the
+    job's command."""
+    src = train_entry_dir()
+    if not (src / "Dockerfile").is_file():
+        raise CloudftError(f"{src / 'Dockerfile'} does not exist", hint="set azure.environment.image or base_image "
+                                                                      "instead")
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(src, dest / "train_entry", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".cache"))
+    dockerfile = (src / "Dockerfile").read_text().rstrip("\n")
+    (dest / "Dockerfile").write_text(
+        f"{dockerfile}\n\n# cloudft on Azure ML: MLflow tracking and the Key Vault launcher's azure-identity\n"
+        f"RUN pip install --no-cache-dir {' '.join(EXTRA_PIP)}\nENTRYPOINT []\nCMD []\n")
+    return dest
+
+
+def training_environment(section: AzureSection, staging: Optional[Path] = None) -> "Optional[Environment]":
     """The train_entry Environment, versioned by content (same content → same version → built once).
 
-    None when the spec names an existing environment (`environment.reference`).
+    None when the spec names an existing environment (`environment.reference`). The conda form pins torch to
+    train_entry's image version, built for the base image's CUDA (cloudft.providers.azure.runtime).
     """
     from azure.ai.ml.entities import BuildContext, Environment
 
@@ -179,15 +195,14 @@ def training_environment(section: AzureSection) -> "Optional[Environment]":
     if env.image:
         return Environment(name=env.name, version=short_hash("image", env.image), image=env.image, description=desc)
     if env.build:
-        ctx = _train_entry_dir()
-        dockerfile = ctx / "Dockerfile"
-        if not dockerfile.is_file():
-            raise CloudftError(f"{dockerfile} does not exist", hint="set azure.environment.image or base_image instead")
-        files = sorted(p for p in ctx.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        import tempfile
+
+        ctx = build_context(Path(staging) if staging else Path(tempfile.mkdtemp(prefix="cloudft-build-")))
+        files = sorted(p for p in ctx.rglob("*") if p.is_file())
         version = short_hash("build", *(str(p.relative_to(ctx)).encode() + p.read_bytes() for p in files))
         return Environment(name=env.name, version=version, description=desc,
                            build=BuildContext(path=str(ctx), dockerfile_path="Dockerfile"))
-    conda = conda_spec(pip_requirements())
+    conda = conda_spec(torch_requirements(env.base_image) + pip_requirements())
     version = short_hash("conda", env.base_image, json.dumps(conda, sort_keys=True))
     return Environment(name=env.name, version=version, image=env.base_image, conda_file=conda, description=desc)
 
@@ -198,17 +213,23 @@ def environment_ref(section: AzureSection, env: "Optional[Environment]") -> str:
 
 # -- code snapshot -----------------------------------------------------------------------------------
 
-def stage_code(plan: "Plan", dest: Path) -> Path:
+def job_tracking(tracking: Any, section: AzureSection) -> Any:
+    """Azure ML's native MLflow tracking, turned on only where the environment holds mlflow (a prebuilt image
+    that does not declare it would fail at Trainer start); a spec's own MLflow settings are kept."""
+    if tracking.mlflow or tracking.mlflow_tracking_uri or "mlflow" not in section.environment.packages():
+        return tracking
+    return tracking.model_copy(update={"mlflow": True})
+
+
+def stage_code(plan: "Plan", section: AzureSection, dest: Path) -> Path:
     """Write the code snapshot: a copy of train_entry, one run config per stage, the secrets launcher."""
     dest = Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(_train_entry_dir(), dest / "train_entry",
+    shutil.copytree(train_entry_dir(), dest / "train_entry",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests", ".cache"))
     for st in plan.stages:
-        tracking = st.run_config.tracking.model_copy(update={"mlflow": True}) \
-            if not st.run_config.tracking.mlflow_tracking_uri else st.run_config.tracking
-        rc = st.run_config.model_copy(update={"tracking": tracking})
+        rc = st.run_config.model_copy(update={"tracking": job_tracking(st.run_config.tracking, section)})
         rc.write(dest / RUN_DIR / f"stage{st.index}.json")
     if plan.spec.secrets:
         shutil.copy(TEMPLATES / "cloudft_keyvault.py", dest / "cloudft_keyvault.py")
@@ -237,17 +258,30 @@ def secret_env(spec: "JobSpec", section: AzureSection) -> dict[str, str]:
     if not spec.secrets:
         return {}
     names = {env: ref.split(":", 1)[1] for env, ref in spec.secrets.items()}
-    out = {"CLOUDFT_KEY_VAULT": section.key_vault or "",
-           "CLOUDFT_SECRETS": ",".join(f"{k}={v}" for k, v in sorted(names.items()))}
-    if section.identity_client_id:
-        out["AZURE_CLIENT_ID"] = section.identity_client_id
-    return out
+    return {"CLOUDFT_KEY_VAULT": section.key_vault or "",
+            "CLOUDFT_SECRETS": ",".join(f"{k}={v}" for k, v in sorted(names.items()))}
+
+
+def identity_env(spec: "JobSpec", section: AzureSection) -> dict[str, str]:
+    """AZURE_CLIENT_ID for a job running as a user-assigned identity: azure-identity's DefaultAzureCredential (the
+    Key Vault launcher, MLflow) then asks for that identity's tokens, not a system-assigned one."""
+    if identity_kind(spec, section) == "managed" and section.identity_client_id:
+        return {"AZURE_CLIENT_ID": section.identity_client_id}
+    return {}
+
+
+def identity_kind(spec: "JobSpec", section: AzureSection) -> Optional[str]:
+    """The job identity: as the spec says; else the user-assigned identity when its client id is known (the one
+    the stack grants storage, registry and Key Vault); else managed when secrets need it; else the platform's."""
+    if section.identity:
+        return section.identity
+    return "managed" if (section.identity_client_id or spec.secrets) else None
 
 
 def identity(spec: "JobSpec", section: AzureSection):
     from azure.ai.ml.entities import AmlTokenConfiguration, ManagedIdentityConfiguration, UserIdentityConfiguration
 
-    kind = section.identity or ("managed" if spec.secrets else None)
+    kind = identity_kind(spec, section)
     if kind == "managed":
         return ManagedIdentityConfiguration(client_id=section.identity_client_id)
     if kind == "user":
@@ -309,7 +343,7 @@ def _stage_job(plan: "Plan", st: "StagePlan", section: AzureSection, env: str, c
     if ident is not None:
         kwargs["identity"] = ident
     envvars = {"CLOUDFT_PROVIDER": "azure", "CLOUDFT_RUN_ID": plan.run_id, "PYTHONUNBUFFERED": "1",
-               **secret_env(spec, section)}
+               **secret_env(spec, section), **identity_env(spec, section)}
     return command(
         name=None,
         display_name=f"{spec.name}-{st.name}",
@@ -343,9 +377,9 @@ def build(plan: "Plan", section: AzureSection, code_dir: Path) -> Build:
 
     spec = plan.spec
     choice = choose_compute(plan, section)
-    env = training_environment(section)
+    env = training_environment(section, Path(code_dir).parent / "environment")
     env_ref = environment_ref(section, env)
-    code = stage_code(plan, code_dir)
+    code = stage_code(plan, section, code_dir)
     assets: dict[tuple, Any] = {}
     for st in plan.stages:
         for ref in data_assets(spec, st.method, plan.data[st.index]):
@@ -394,7 +428,7 @@ def build(plan: "Plan", section: AzureSection, code_dir: Path) -> Build:
     job.experiment_name = experiment
     job.display_name = plan.run_id
     job.tags = tags
-    job.settings.default_compute = choice.compute or "serverless"
+    job.settings.default_compute = choice.compute or SERVERLESS  # the SDK's form; YAML: submit.write_yaml
     job.settings.force_rerun = True
     return Build(job=job, environment=env, data=list(assets.values()), code_dir=code, compute=choice)
 

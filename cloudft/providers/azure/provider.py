@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 from ...errors import CloudftError
 from ..base import Provider
 from .handle import AzureHandle
-from .section import AzureSection, merge_stack
+from .section import AzureSection, section_with_stack
 
 if TYPE_CHECKING:
     from ...plan import Plan
+    from ...preflight import Finding
     from ...registry import RunRecord
     from ...spec import JobSpec
     from ...stages import StageContext, StageLocations
@@ -29,6 +30,7 @@ class AzureProvider(Provider):
         self.transport = transport
         self.poll_s = poll_s
         self._section: Optional[AzureSection] = None
+        self.stack_outputs: dict[str, Any] = {}  # what `--stack` told us (roles granted, cluster, network)
 
     # -- spec ---------------------------------------------------------------------------------------
     def section(self, spec: "JobSpec") -> AzureSection:
@@ -37,12 +39,24 @@ class AzureProvider(Provider):
         if self.stack:
             from ...infra.outputs import stack_outputs
 
-            outputs = stack_outputs("azure", self.stack) or {}
-            section = AzureSection.model_validate(merge_stack(section.model_dump(exclude_unset=True), outputs))
+            self.stack_outputs = stack_outputs("azure", self.stack) or {}
+            section = section_with_stack(section.model_dump(exclude_unset=True), self.stack_outputs, self.stack)
         return section
 
     def validate_section(self, spec: "JobSpec") -> None:
+        from ...errors import SpecError
+        from .keyvault import secret_name
+
         self._section = self.section(spec)
+        problems = []
+        for env, ref in spec.secrets.items():
+            try:  # the launcher refuses the same names; say so at validate, located in the spec
+                secret_name(ref.split(":", 1)[1])
+            except ValueError as exc:
+                problems.append(spec.problem(("secrets", env), str(exc), "name the Key Vault secret, e.g. "
+                                                                           "keyvault:hf-token"))
+        if problems:
+            raise SpecError(problems)
         if spec.secrets and not self._section.key_vault:
             raise CloudftError("the spec has Key Vault secrets but azure.key_vault is not set",
                                hint="set azure.key_vault (or pass --stack NAME)")
@@ -51,6 +65,14 @@ class AzureProvider(Provider):
         if self._section is None:
             self.validate_section(spec)
         return self._section
+
+    def preflight(self, plan: "Plan") -> "list[Finding]":
+        """Azure's documented rules (cloudft/providers/azure/preflight.py) on the plan, the resolved section and,
+        with --stack, what the stack granted and built."""
+        from ...preflight import run_rules
+        from .preflight import RULES, AzureView
+
+        return run_rules(RULES, AzureView(plan, self._sec(plan.spec), dict(self.stack_outputs)))
 
     def locate(self, spec: "JobSpec", run_id: str, stage: "StageContext") -> "StageLocations":
         from .entities import stage_locations

@@ -9,17 +9,25 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from train_entry.config import StrictModel
 
-#: Public GPU base image with CUDA + OpenMPI; train_entry's pip requirements are added on top.
-DEFAULT_TRAIN_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest"
+#: Public GPU base image with CUDA 12.6 + OpenMPI (Azure/AzureML-Containers); train_entry's pip requirements and a
+#: torch built for the same CUDA (cloudft.providers.azure.runtime) are added on top.
+DEFAULT_TRAIN_IMAGE = "mcr.microsoft.com/azureml/openmpi5.0-cuda12.6-ubuntu24.04:latest"
 #: Azure ML inference base image (ships the azureml-inference-server that calls score.py).
 DEFAULT_SERVE_IMAGE = "mcr.microsoft.com/azureml/minimal-ubuntu22.04-py39-cuda11.8-gpu-inference:latest"
 
 SHARED_KEYS = ("subscription_id", "resource_group", "workspace", "location", "compute", "key_vault",
-               "storage_account", "registry", "endpoint_name")
+               "storage_account", "registry", "endpoint_name", "identity_client_id", "endpoint_identity_id",
+               "endpoint_identity_client_id")
+
+#: What the Key Vault launcher and MLflow tracking need in the training environment (beyond train_entry's own).
+RuntimePackage = Literal["mlflow", "azure-identity"]
+_GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_UAI_ID = (r"^/subscriptions/[0-9a-fA-F-]{36}/resource[gG]roups/[^/?#\s]{1,90}/providers/"
+           r"Microsoft\.ManagedIdentity/userAssignedIdentities/[A-Za-z0-9][A-Za-z0-9_-]{2,127}$")
 
 
 class EnvironmentSection(StrictModel):
@@ -32,6 +40,17 @@ class EnvironmentSection(StrictModel):
     build: bool = Field(False, description="Build train_entry/Dockerfile in the workspace's ACR instead.")
     reference: Optional[str] = Field(None, pattern=r"^azureml:", description="An existing environment, azureml:NAME:VERSION.")
     name: str = Field("cloudft-train", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+    provides: list[RuntimePackage] = Field(
+        default_factory=list,
+        description="For `image` / `reference`: what it holds beyond train_entry's requirements. cloudft turns on "
+                    "MLflow tracking only with mlflow, and Key Vault secrets need azure-identity.")
+
+    def packages(self) -> set[str]:
+        """What the training environment can import for cloudft's extras: the conda and build forms get both
+        (cloudft adds them); a prebuilt image or an existing environment only what `provides` declares."""
+        if self.image or self.reference:
+            return set(self.provides)
+        return {"mlflow", "azure-identity"}
 
     @model_validator(mode="after")
     def _one_kind(self) -> "EnvironmentSection":
@@ -74,9 +93,25 @@ class AzureSection(StrictModel):
     priority: Optional[Literal["low", "medium", "high"]] = None
     identity: Optional[Literal["user", "managed", "aml_token"]] = Field(
         None, description="Job identity (default: managed when secrets are used, else the platform default).")
-    identity_client_id: Optional[str] = Field(None, description="Client id of a user-assigned managed identity.")
+    identity_client_id: Optional[str] = Field(
+        None, pattern=_GUID, description="Client id of the user-assigned identity jobs run as (serverless needs one "
+                                         "attached to the workspace; the stack output of the same name).")
+    endpoint_identity_id: Optional[str] = Field(
+        None, pattern=_UAI_ID, description="ARM id of the user-assigned identity online endpoints run as.")
+    endpoint_identity_client_id: Optional[str] = Field(None, pattern=_GUID,
+                                                       description="Client id of that endpoint identity.")
     shm_size: str = Field("32g", pattern=r"^\d+[kmg]$")
     deploy: DeploySection = Field(default_factory=DeploySection)
+
+    @field_validator("key_vault")
+    @classmethod
+    def _vault(cls, value: Optional[str]) -> Optional[str]:
+        """Only a vault name or https://NAME.vault.azure.net: the job sends a bearer token to that host."""
+        if value is None:
+            return None
+        from .keyvault import vault_name
+
+        return vault_name(value)
 
     @property
     def serverless(self) -> bool:
@@ -101,3 +136,16 @@ def merge_stack(raw: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
     merged = {k: v for k, v in outputs.items() if k in SHARED_KEYS and v not in (None, "")}
     merged.update({k: v for k, v in raw.items() if v is not None})
     return merged
+
+
+def section_with_stack(raw: dict[str, Any], outputs: dict[str, Any], source: str) -> AzureSection:
+    """The section with stack outputs filled in; a stack output that breaks a rule is named (no traceback)."""
+    from ...errors import CloudftError
+
+    try:
+        return AzureSection.model_validate(merge_stack(raw, outputs))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise CloudftError(f"azure: stack output {key} from {source} is invalid: {first['msg']}",
+                           hint="fix the stack (or set azure.%s in the spec, which wins)" % key) from None

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from ...errors import CloudftError
-from .entities import AZURE_STATUS, Build, as_job, build, secret_env
+from .entities import AZURE_STATUS, SERVERLESS, Build, as_job, build, secret_env
 from .handle import AzureHandle
 from .section import AzureSection
 
@@ -64,7 +64,18 @@ def write_yaml(build_: Build, out: Path) -> list[dict[str, Any]]:
         written.append({"write": str(path), "then": f"az ml environment create --file {path}"})
     path = out / JOB_FILE
     path.unlink(missing_ok=True)
-    as_job(build_.job).dump(path)
+    job = as_job(build_.job)
+    settings = getattr(job, "settings", None)
+    if getattr(settings, "default_compute", None) == SERVERLESS:
+        # The SDK sends "serverless" but dumps it bare; the CLI's documented form is azureml:serverless
+        # (how-to-use-serverless-compute, "Pipeline job"), which load_job reads back as "serverless".
+        settings.default_compute = f"azureml:{SERVERLESS}"
+        try:
+            job.dump(path)
+        finally:
+            settings.default_compute = SERVERLESS
+    else:
+        job.dump(path)
     loaded = load_job(path)
     validate_offline(loaded, f"{loaded.type} job")
     written.append({"write": str(path), "type": loaded.type, "then": f"az ml job create --file {path}"})
