@@ -35,6 +35,12 @@ class Instance:
     spot_per_hour: Optional[float]
     spot_source: str
     price_date: str
+    #: local NVMe instance storage (SageMaker refuses a volume KMS key for these types; see `has_local_storage`)
+    local_storage: bool = False
+    #: the region the catalog's rows are for, and whether the type is offered there (False: a refresh for that
+    #: region found no price for it)
+    region: str = ""
+    offered: bool = True
 
     @property
     def usable_gpu_memory_gb(self) -> float:
@@ -87,8 +93,23 @@ def load_catalog(provider: str) -> list[Instance]:
             gpu_memory_gb=float(row["gpu_memory_gb"]), vcpus=int(row.get("vcpus", 0)),
             memory_gb=float(row.get("memory_gb", 0)), on_demand_per_hour=od, spot_per_hour=spot,
             spot_source=source, price_date=row.get("price_date", doc.get("taken", "")),
+            local_storage=_has_local_storage(doc, row["type"]), region=str(doc.get("region", "")),
+            offered=row.get("offered", True) is not False,
         ))
     return out
+
+
+def _has_local_storage(doc: dict[str, Any], instance_type: str) -> bool:
+    parts = str(instance_type or "").split(".")
+    families = (doc.get("local_storage") or {}).get("families") or ()
+    return len(parts) >= 2 and parts[1] in families
+
+
+def has_local_storage(instance_type: str) -> bool:
+    """True for SageMaker types with local NVMe instance storage (``ml.g5.12xlarge`` → family ``g5``), from the AWS
+    catalog's `local_storage` list (the one place this fact lives; source cited there). Such types are refused a
+    training `VolumeKmsKeyId`; their instance store is encrypted by the instance's hardware module."""
+    return _has_local_storage(raw_catalog("aws"), instance_type)
 
 
 def find_instance(provider: str, instance_type: str) -> Instance:

@@ -131,7 +131,10 @@ def refresh(provider: str, region: Optional[str] = None,
             row.update({k: v for k, v in prices.items() if v is not None})
             row["price_date"] = _today()
             row["price_source"] = "aws-price-list-api" if provider == "aws" else "azure-retail-prices-api"
+            row.pop("offered", None)
             updated += 1
+        else:  # the price list answered and has no price: the type is not offered in this region
+            row["offered"] = False
         rows.append(row)
     if updated == 0:
         api = "AWS Price List API (needs AWS credentials)" if provider == "aws" else "Azure Retail Prices API"
