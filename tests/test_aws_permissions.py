@@ -139,3 +139,10 @@ def test_moto_enforces_the_stack_policy_on_real_s3_calls(stack, monkeypatch):
             with pytest.raises(ClientError) as err:
                 client.put_object(Bucket=bucket, Key=key, Body=b"1")
             assert err.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_docs_print_the_current_manifest_and_rules():
+    """docs/aws.md carries the generated block (`python -m cloudft.providers.aws.docs` rewrites it)."""
+    from cloudft.providers.aws import docs
+
+    assert docs.block() in docs.docs_path().read_text()
