@@ -313,3 +313,32 @@ def test_default_prefix_is_where_the_stacks_role_and_lambda_may_work(tmp_path):
     old = gt.JobConfig(bucket=out["bucket"], role_arn=ROLE, workteam_arn=TEAM, region=REGION,
                        prefix="cloudft-groundtruth", job_name="x")  # the old default: outside the stack's prefix
     assert not evaluate(role, "s3:GetObject", arn(old.uri("input.manifest"))).allowed
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                 max_size=4), max_leaves=12)
+_ANNOTATION = st.one_of(_JSON, st.fixed_dictionaries({
+    "workerId": st.one_of(st.none(), st.sampled_from(["w1", "w2", "w3"])),
+    "annotationData": st.one_of(_JSON, st.fixed_dictionaries({"content": st.one_of(_JSON, st.sampled_from(
+        ['{"preference": {"label": "A is better"}}', '{"preference": {"label": "nope"}}', "{"]))}))}))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_ANNOTATION, max_size=8))
+def test_hostile_annotations_never_crash_and_every_worker_is_counted_or_reported(annotations):
+    handler = gt.handler_module()
+    answers, notes = handler.worker_answers(annotations)
+    workers = [a["workerId"] for a in answers]
+    assert len(workers) == len(set(workers))  # each worker once
+    for a in answers:
+        assert a["shown"] in ("A", "B", "tie", "skip") or a.get("error")
+    out = handler.handler({"labelAttributeName": "preference", "payload": [{"datasetObjectId": "0",
+                                                                           "annotations": annotations}]})
+    assert len(out) == 1
+    line = json.dumps({"pair_id": "p", "preference": {"annotationsFromAllWorkers": annotations}})
+    _, labels, problems = gt.collect_labels(line, None)
+    assert len(labels) + sum(p.startswith("p: worker") and "unreadable" in p for p in problems) == len(answers)

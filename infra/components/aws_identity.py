@@ -99,7 +99,8 @@ def pipeline_statements(account: AwsAccount, execution_role_arn: pulumi.Input[st
     """What a SageMaker pipeline's role needs to run training steps (SageMaker Developer Guide,
     build-and-manage-access.html): create/describe/stop their jobs and pass them the execution role."""
     return [
-        iam.statement("PipelineTrainingJobs", PIPELINE_JOB_ACTIONS, [account.arn("sagemaker", "training-job/pipelines-*")]),
+        iam.statement("PipelineTrainingJobs", PIPELINE_JOB_ACTIONS,
+                      [account.arn("sagemaker", "training-job/pipelines-*")]),
         iam.statement("PassExecutionRole", ["iam:PassRole"], [execution_role_arn],
                       condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
     ]

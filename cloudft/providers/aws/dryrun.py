@@ -88,14 +88,14 @@ def _answer(service: str, operation: str, body: dict[str, Any], last: dict[str, 
         if operation == "SimulatePrincipalPolicy":
             from .rolecheck import simulate_response
 
-            result = simulate_response(role.get("policies") or [], last)
+            answer = simulate_response(role.get("policies") or [], last)
         else:
             name = role["arn"].rsplit("/", 1)[-1]
-            result = {"Role": {"RoleName": name, "Arn": role["arn"], "Path": "/", "RoleId": "AROADRYRUN",
+            answer = {"Role": {"RoleName": name, "Arn": role["arn"], "Path": "/", "RoleId": "AROADRYRUN",
                                "CreateDate": _dt.datetime(2024, 1, 1),
                                "AssumeRolePolicyDocument": quote(json.dumps(role.get("trust") or {}))}}
-        result["ResponseMetadata"] = {"HTTPStatusCode": 200}
-        return AWSResponse("", 200, {}, None), result
+        answer["ResponseMetadata"] = {"HTTPStatusCode": 200}
+        return AWSResponse("", 200, {}, None), answer
     if operation in ("HeadObject", "DescribeTrainingJob", "DescribePipeline", "DescribePipelineExecution"):
         return _error("404" if service == "s3" else "ValidationException", "not found (dry run)",
                       404 if service == "s3" else 400)

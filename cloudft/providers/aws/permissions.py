@@ -58,6 +58,7 @@ PIPELINES = "arn:{partition}:sagemaker:{region}:{account}:pipeline/cft-*"
 EXECUTIONS = "arn:{partition}:sagemaker:{region}:{account}:pipeline/cft-*/execution/*"
 TRAINING_LOGS = "arn:{partition}:logs:{region}:{account}:log-group:/aws/sagemaker/TrainingJobs"
 TRAINING_STREAMS = TRAINING_LOGS + ":log-stream:*"
+ENDPOINT_LOGS = "arn:{partition}:logs:{region}:{account}:log-group:/aws/sagemaker/Endpoints/cft-*"
 ENDPOINTS = "arn:{partition}:sagemaker:{region}:{account}:endpoint/cft-*"
 ENDPOINT_CONFIGS = "arn:{partition}:sagemaker:{region}:{account}:endpoint-config/cft-*"
 MODELS = "arn:{partition}:sagemaker:{region}:{account}:model/cft-*"
@@ -149,6 +150,12 @@ MANIFEST: tuple[Need, ...] = tuple(
     + _needs("job", "train", ["ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
                               "ec2:DeleteNetworkInterfacePermission"],
              ["arn:{partition}:ec2:{region}:{account}:network-interface/*"], "sm-vpc", "vpc")
+    # the same role serves `cloudft deploy` endpoints (model artifact under the prefix, image pull as above)
+    + _needs("job", "serve", ["logs:CreateLogGroup", "logs:DescribeLogStreams"], [ENDPOINT_LOGS], "sm-cw")
+    + _needs("job", "serve", ["logs:CreateLogStream", "logs:PutLogEvents"], [ENDPOINT_LOGS + ":log-stream:*"],
+             "sm-cw")
+    + _needs("job", "serve", ["cloudwatch:PutMetricData"], ["*"], "sm-cw",
+             context=(("cloudwatch:namespace", "/aws/sagemaker/Endpoints"),))
     # -- the pipeline role ------------------------------------------------------------------------------------
     + _needs("pipeline", "pipeline", ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
                                       "sagemaker:StopTrainingJob", "sagemaker:AddTags"], [PIPELINE_JOBS],

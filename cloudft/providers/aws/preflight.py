@@ -121,6 +121,8 @@ def _instance_region(view: AwsView) -> Iterator[Finding]:
 
     itype = view.plan.estimate.instance.type
     inst = next((i for i in load_catalog("aws") if i.type == itype), None)
+    if not view.region:
+        return  # aws.image-in-region says the region is missing
     if inst is None:
         yield Finding("", "warning", f"{itype} is not in the SageMaker catalog: its availability in {view.region} "
                       "is not checked", field="compute.instance_type",
@@ -141,8 +143,15 @@ def _image_region(view: AwsView) -> Iterator[Finding]:
         return
     from .submit import training_image
 
+    if not view.region:
+        yield Finding("", "warning", "no AWS region: the training image's availability is not checked",
+                      field="aws.region", fix="set aws.region (or AWS_DEFAULT_REGION)")
+        return
     try:
         training_image(view.section, view.region, view.plan.estimate.instance.type)
+    except ImportError:
+        yield Finding("", "warning", "the SageMaker SDK is not installed: the training image is not checked",
+                      fix="pip install 'cloudft[aws]'")
     except ValueError as exc:
         yield Finding("", "error", f"no Hugging Face training image for transformers "
                       f"{view.section.transformers_version} in {view.region}: {exc}", field="aws.region",
@@ -160,8 +169,8 @@ def _image_downloads(view: AwsView) -> Iterator[Finding]:
     if not missing:
         return
     closed = bool(s.subnets) or s.network_isolation
-    what = (f"the Hugging Face {s.transformers_version} image lacks {len(missing)} of train_entry's "
-            f"requirements ({'; '.join(missing)}); the job pip-installs them from PyPI when it starts")
+    what = (f"the Hugging Face {s.transformers_version} image does not surely provide {len(missing)} of train_entry's "
+            f"requirements ({'; '.join(missing)}); the job pip-installs what is missing from PyPI when it starts")
     yield Finding("", "error" if closed else "warning",
                   what + (", which a VPC without a NAT route (aws.subnets) or network isolation cannot reach"
                           if closed else ""), field="aws.image_uri",

@@ -72,7 +72,7 @@ class AwsProvider(Provider):
         from .preflight import AwsView, preflight
 
         section = self._section(plan.spec)
-        return preflight(AwsView(plan, section, section.region or _default_region(), self.stack_iam))
+        return preflight(AwsView(plan, section, section.region or _configured_region(), self.stack_iam))
 
     def _section(self, spec: "JobSpec") -> AwsSection:
         if self.section is None:
@@ -230,3 +230,12 @@ def _default_region() -> str:
     import boto3
 
     return boto3.Session().region_name or "us-east-1"
+
+
+def _configured_region() -> str:
+    """The AWS profile's region for preflight ("" when boto3 is absent or none is configured: not guessed)."""
+    try:
+        import boto3
+    except ImportError:
+        return ""
+    return boto3.Session().region_name or ""

@@ -90,7 +90,8 @@ def check_role(iam, role_arn: str, actor: str, values: Mapping[str, Any], featur
     except Exception as exc:  # noqa: BLE001 - only AccessDenied means "cannot tell"
         if _client_error_code(exc) not in _DENIED_CODES:
             raise
-        result.unverified = f"{_client_error_code(exc)}: {getattr(exc, 'response', {}).get('Error', {}).get('Message', '')}"
+        message = getattr(exc, "response", {}).get("Error", {}).get("Message", "")
+        result.unverified = f"{_client_error_code(exc)}: {message}"
         log.warning("could not verify role %s (%s); SageMaker will check it when the job starts",
                     role_arn, result.unverified)
     return result

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .images import DEFAULT_TRANSFORMERS, HF_TRAINING_IMAGES
 
 #: Keys the infra stack exports under the same names (see cloudft.infra.outputs).
-STACK_KEYS = ("region", "role_arn", "pipeline_role_arn", "bucket", "prefix", "kms_key_arn", "subnets", "security_group_ids",
+STACK_KEYS = ("region", "role_arn", "pipeline_role_arn", "bucket", "prefix", "kms_key_arn", "subnets",
+              "security_group_ids",
               "repository_url", "image_uri", "workteam_arn", "endpoint_name")
 
 

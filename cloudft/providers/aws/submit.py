@@ -46,8 +46,9 @@ def secret_refs(secrets: dict[str, str]) -> dict[str, str]:
             launcher.parse_ref(ref)
         except ValueError as exc:
             raise CloudftError(f"secret {name} ({ref.split(':')[0]}:...) cannot be passed to a SageMaker job: {exc}",
-                               hint="store it in Secrets Manager and reference it as arn:aws:secretsmanager:... "
-                                    "or secretsmanager:NAME (add :json_key for one key of a key/value secret)") from None
+                               hint="store it in Secrets Manager and reference it as arn:aws:secretsmanager:... or "
+                                    "secretsmanager:NAME (add :json_key for one key of a key/value secret)"
+                               ) from None
         refs[name] = ref
     return refs
 
