@@ -41,7 +41,9 @@ class Finding:
         return {k: v for k, v in asdict(self).items() if v not in (None, "")}
 
 
-RuleFn = Callable[[Any], Iterable[Finding]]  # (plan) or (a provider's view of the plan)
+#: A rule looks at the plan, or at a provider's view of it (e.g. the AWS rules' `AwsView`: plan + resolved section),
+#: or at what the rule is about (Ground Truth manifest lines).
+RuleFn = Callable[[Any], Iterable[Finding]]
 
 
 @dataclass(frozen=True)
@@ -60,12 +62,12 @@ def rule(rule_id: str, source: str) -> Callable[[RuleFn], Rule]:
     return wrap
 
 
-def run_rules(rules: Iterable[Rule], plan: "Plan | Any") -> list[Finding]:
-    """Every finding of every rule, each stamped with its rule id and source (`plan`: the plan, or the view of it
-    the rules take)."""
+def run_rules(rules: Iterable[Rule], subject: Any) -> list[Finding]:
+    """Every finding of every rule over `subject` (the plan, or what the rules look at), each stamped with its rule
+    id and source."""
     out: list[Finding] = []
     for r in rules:
-        for f in r.check(plan) or ():
+        for f in r.check(subject) or ():
             out.append(Finding(rule=r.id, severity=f.severity, message=f.message, fix=f.fix,
                                source=f.source or r.source, field=f.field, forceable=f.forceable))
     return out

@@ -202,7 +202,7 @@ SECRET_REFS = {
     "secretsmanager:": (re.compile(_SM_NAME), "secretsmanager:NAME (letters, digits and /_+=.@-)"),
     "arn:aws:secretsmanager:": (re.compile(r"[a-z0-9-]+:\d{12}:secret:" + _SM_NAME),
                                 "arn:aws:secretsmanager:REGION:ACCOUNT(12 digits):secret:NAME"),
-    "keyvault:": (re.compile(r"[0-9A-Za-z-]{1,127}"), "keyvault:NAME (letters, digits and dashes, at most 127)"),
+    "keyvault:": (None, "keyvault:NAME (letters, digits and dashes, at most 127)"),  # the launcher's own rule
 }
 
 
@@ -218,7 +218,14 @@ def _check_secret(name: str, ref: str) -> None:
             "keyvault:NAME or env:VAR), never the value itself"
         )
     pattern, shape = SECRET_REFS[kind]
-    if not pattern.fullmatch(ref[len(kind):]):
+    if pattern is None:  # Key Vault: the one definition, shared with the job's launcher and the scoring script
+        from .providers.azure.keyvault import secret_name
+
+        try:
+            secret_name(ref[len(kind):])
+        except ValueError as exc:
+            raise ValueError(f"secret '{name}': {exc}") from None
+    elif not pattern.fullmatch(ref[len(kind):]):
         raise ValueError(f"secret '{name}': '{ref}' is not a valid reference; write {shape}")
 
 

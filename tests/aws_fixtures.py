@@ -127,7 +127,26 @@ def aws_env(moto_endpoint, monkeypatch, tmp_path) -> dict[str, Any]:
         role_arn = iam.get_role(RoleName=ROLE_NAME)["Role"]["Arn"]
     except iam.exceptions.NoSuchEntityException:
         role_arn = iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(TRUST))["Role"]["Arn"]
+    # the role holds what the permissions manifest says a job and a pipeline need: cloudft's role check evaluates
+    # these (moto lacks iam:SimulatePrincipalPolicy; session.py evaluates the role's own policies instead)
+    for actor, policy in role_policies(role_arn).items():
+        iam.put_role_policy(RoleName=ROLE_NAME, PolicyName=f"cloudft-{actor}", PolicyDocument=json.dumps(policy))
     return {"url": url, "faults": faults, "boto": boto, "role_arn": role_arn, "tmp": tmp_path}
+
+
+def role_values(role_arn: str, prefix: str = "cloudft") -> dict[str, Any]:
+    """The permissions manifest's values for the moto account, bucket and role (the HF image's repository)."""
+    return {"partition": "aws", "region": REGION, "account": role_arn.split(":")[4], "bucket": BUCKET,
+            "prefix": prefix, "role": role_arn, "pipeline_role": role_arn, "kms_key": "",
+            "repository": [f"arn:aws:ecr:{REGION}:763104351884:repository/huggingface-pytorch-training"],
+            "secret": [], "subnet": [], "security_group": []}
+
+
+def role_policies(role_arn: str) -> dict[str, dict]:
+    from cloudft.providers.aws.permissions import minimum_policy
+
+    values = role_values(role_arn)
+    return {actor: minimum_policy(actor, values, {"ecr", "pipeline"}) for actor in ("job", "pipeline")}
 
 
 def write_spec(tmp: Path, role_arn: str, name: str = "aws-test", extra: str = "", stages: Optional[str] = None,

@@ -23,6 +23,10 @@ def _statements(mocks, name_suffix: str) -> dict[str, dict]:
     return {st["Sid"]: st for st in json.loads(pol[0].inputs["policy"])["Statement"]}
 
 
+def _role(mocks, name: str):
+    return next(r for r in mocks.of_type("iam/role:Role") if r.name == name)
+
+
 @pytest.fixture(scope="module")
 def base():
     return _aws(AwsStackSettings(name="cft", prefix="team-a", secret_arns=[
@@ -34,7 +38,10 @@ def test_outputs_are_the_contract_and_wired_to_resources(base):
     assert set(AWS_OUTPUT_KEYS) <= set(out)
     bucket = mocks.one(":Bucket")
     assert out["bucket"] == bucket.outputs["bucket"] and out["bucket"].startswith("cft-sagemaker-")
-    assert out["role_arn"] == mocks.one("iam/role:Role").outputs["arn"]
+    assert out["role_arn"] == _role(mocks, "cft-role").outputs["arn"]
+    assert out["pipeline_role_arn"] == _role(mocks, "cft-pipeline-role").outputs["arn"]
+    assert set(out["iam_policies"]) == {"execution", "pipeline"}
+    assert out["iam_policies"]["execution"]["arn"] == out["role_arn"]
     assert out["kms_key_arn"] == mocks.one("kms/key:Key").outputs["arn"]
     assert out["repository_url"] == mocks.one("ecr/repository:Repository").outputs["repositoryUrl"]
     assert (out["region"], out["prefix"]) == (REGION, "team-a")
@@ -68,7 +75,7 @@ def test_tls_policy_covers_bucket_and_objects(base):
 
 def test_execution_role_trust_and_scoped_permissions(base):
     mocks, out = base
-    trust = json.loads(mocks.one("iam/role:Role").inputs["assumeRolePolicy"])["Statement"][0]
+    trust = json.loads(_role(mocks, "cft-role").inputs["assumeRolePolicy"])["Statement"][0]
     assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"}
     assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
     sts = _statements(mocks, "cft-execution")
@@ -80,6 +87,13 @@ def test_execution_role_trust_and_scoped_permissions(base):
     assert sts["ReadNamedSecrets"]["Resource"] == [f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:hf-token-AbCdEf"]
     assert sts["SageMakerLogs"]["Resource"][0] == f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/*"
     assert "VpcDescribe" not in sts  # no VPC configured: no EC2 permissions
+    # kms:CreateGrant only for AWS services acting for the role (the training volume), never to any principal
+    assert "kms:CreateGrant" not in sts["KmsUse"]["Action"]
+    assert sts["KmsGrantForAwsServices"]["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+    steps = _statements(mocks, "cft-pipeline-steps")
+    assert steps["PassExecutionRole"]["Resource"] == [out["role_arn"]]
+    assert steps["PassExecutionRole"]["Condition"] == {"StringEquals": {"iam:PassedToService":
+                                                                        "sagemaker.amazonaws.com"}}
 
 
 def test_ecr_repository_immutable_scanned_kms(base):

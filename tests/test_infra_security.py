@@ -54,7 +54,7 @@ def test_azure_stack_passes_every_rule(azure_full):
 
 def test_every_iam_policy_is_wildcard_free_except_documented(aws_full):
     policies = aws_full.of_type("iam/rolePolicy:RolePolicy")
-    assert len(policies) == 3  # execution, labeling invoke, consolidation Lambda
+    assert len(policies) == 4  # execution, labeling invoke, pipeline steps, consolidation Lambda
     star_actions = set()
     for pol in policies:
         for st in json.loads(pol.inputs["policy"])["Statement"]:
@@ -124,7 +124,27 @@ def test_azure_cluster_with_public_ips_is_flagged():
     ("aws:iam/rolePolicy:RolePolicy", {"policy": json.dumps({"Statement": [
         {"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::b"]}]})}, "wildcard action"),
     ("aws:iam/rolePolicy:RolePolicy", {"policy": json.dumps({"Statement": [
-        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]})}, "resource '*'"),
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]})}, "RESOURCE_STAR"),
+    # wildcards inside ARNs (cloudft's own rule) and kms:CreateGrant without the AWS-resource condition
+    ("aws:iam/rolePolicy:RolePolicy", {"policy": json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::*/*"}]})}, "wildcard name"),
+    ("aws:iam/rolePolicy:RolePolicy", {"policy": json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "iam:PassRole", "Resource": "arn:aws:iam::*:role/*"}]})},
+     "wildcard in the account"),
+    ("aws:iam/rolePolicy:RolePolicy", {"policy": json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "iam:PassRole", "Resource": "arn:aws:iam::123456789012:role/*"}]})},
+     "wildcard name"),
+    ("aws:iam/rolePolicy:RolePolicy", {"policy": json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+         "Resource": "arn:aws:secretsmanager:us-east-1:123456789012:secret:*"}]})}, "wildcard name"),
+    ("aws:iam/rolePolicy:RolePolicy", {"policy": json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "kms:CreateGrant",
+         "Resource": "arn:aws:kms:us-east-1:123456789012:key/k"}]})}, "kms:GrantIsForAWSResource"),
+    # parliament's generic checks: an unknown action, an action on the wrong resource type
+    ("aws:iam/rolePolicy:RolePolicy", {"policy": json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:GetObjekt", "Resource": "arn:aws:s3:::b/*"}]})}, "UNKNOWN_ACTION"),
+    ("aws:iam/rolePolicy:RolePolicy", {"policy": json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b"}]})}, "RESOURCE_MISMATCH"),
     ("aws:iam/rolePolicyAttachment:RolePolicyAttachment",
      {"policyArn": "arn:aws:iam::aws:policy/AmazonSageMakerFullAccess"}, "broad managed policy"),
     ("aws:ecr/repository:Repository", {"imageTagMutability": "MUTABLE", "imageScanningConfiguration": {
@@ -172,6 +192,13 @@ def test_each_rule_catches_its_violation(typ, props, expected):
 def test_each_exposure_rule_catches_its_public_setting(typ, props, expected):
     problems = rules.check_resource(typ, props, rules.EXPOSURE_RULES)
     assert problems and any(expected in p for p in problems), problems
+
+
+def test_cloudfts_own_arns_pass_the_wildcard_rule():
+    for ok in ("arn:aws:s3:::bkt/team-a/*", "arn:aws:sagemaker:us-east-1:1:training-job/pipelines-*",
+               "arn:aws:logs:us-east-1:1:log-group:/aws/sagemaker/*:log-stream:*",
+               "arn:aws:ec2:us-east-1:1:network-interface/*", "arn:aws:secretsmanager:us-east-1:1:secret:hf-AbC"):
+        assert rules.arn_wildcards(ok) == [], ok
 
 
 def test_secret_references_and_instance_storage_are_allowed():

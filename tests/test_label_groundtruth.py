@@ -64,15 +64,15 @@ def test_submit_uploads_and_creates_a_valid_job(aws):
     req = result["request"]["HumanTaskConfig"]
     assert req["PreHumanTaskLambdaArn"] == "arn:aws:lambda:us-east-1:432418664414:function:PRE-PassThrough"
     assert req["NumberOfHumanWorkersPerDataObject"] == 3
-    lines = [json.loads(x) for x in _read(aws, "cloudft-groundtruth/cloudft-pref-test/input.manifest").splitlines()]
+    lines = [json.loads(x) for x in _read(aws, "cloudft/labeling/cloudft-pref-test/input.manifest").splitlines()]
     assert [x["pair_id"] for x in lines] == ["p-0", "p-1", "p-2", "p-3"]
-    for raw in _read(aws, "cloudft-groundtruth/cloudft-pref-test/input.manifest").splitlines():
-        assert len(raw) <= gt.LINE_LIMIT
+    for raw in _read(aws, "cloudft/labeling/cloudft-pref-test/input.manifest").splitlines():
+        assert len(raw.encode("utf-8")) <= 100_000
         assert all(len(v) <= gt.ATTR_LIMIT for v in json.loads(raw).values() if isinstance(v, str))
     long = lines[1]
     assert long["response_a"] == "" and long["response_a_ref"].endswith("/texts/p-1/response_a.txt")
-    assert _read(aws, "cloudft-groundtruth/cloudft-pref-test/texts/p-1/response_a.txt") == "x" * 25_000
-    assert "<crowd-form>" in _read(aws, "cloudft-groundtruth/cloudft-pref-test/pairwise.liquid.html")
+    assert _read(aws, "cloudft/labeling/cloudft-pref-test/texts/p-1/response_a.txt") == "x" * 25_000
+    assert "<crowd-form>" in _read(aws, "cloudft/labeling/cloudft-pref-test/pairwise.liquid.html")
 
 
 def test_service_model_rejects_a_bad_request_and_errors_surface(aws):
@@ -159,7 +159,7 @@ def _describe(manifest_uri):
             "LabelingJobArn": "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/cloudft-pref-test",
             "LabelAttributeName": "preference",
             "InputConfig": {"DataSource": {"S3DataSource": {"ManifestS3Uri": manifest_uri}}},
-            "OutputConfig": {"S3OutputPath": "s3://sagemaker-labels/cloudft-groundtruth/output/"},
+            "OutputConfig": {"S3OutputPath": "s3://sagemaker-labels/cloudft/labeling/output/"},
             "RoleArn": ROLE,
             "HumanTaskConfig": {"WorkteamArn": TEAM, "UiConfig": {"UiTemplateS3Uri": "s3://b/t.html"},
                                 "NumberOfHumanWorkersPerDataObject": 3, "TaskTimeLimitInSeconds": 1800,
@@ -172,8 +172,8 @@ def test_collect_unswaps_and_matches_app_semantics(aws, tmp_path):
     pairs = _pairs(3)
     gt.submit(pairs, cfg, project_template("ground_truth", gt.TEMPLATE_NAME), s3=aws,
               sagemaker=_stubbed_create(boto3.client("sagemaker", region_name=REGION)))
-    lines = [json.loads(x) for x in _read(aws, "cloudft-groundtruth/cloudft-pref-test/input.manifest").splitlines()]
-    out_prefix = "cloudft-groundtruth/output/cloudft-pref-test"
+    lines = [json.loads(x) for x in _read(aws, "cloudft/labeling/cloudft-pref-test/input.manifest").splitlines()]
+    out_prefix = "cloudft/labeling/output/cloudft-pref-test"
     out_lines = []
     # p-0: no consolidation Lambda → worker-response-ref (custom jobs spell job_name with an underscore)
     ref = f"s3://sagemaker-labels/{out_prefix}/annotations/worker-response/iteration-1/0/2026-08-01_12:00:00.json"
@@ -228,3 +228,117 @@ def test_collect_refuses_unfinished_jobs(aws):
         stub.add_response("describe_labeling_job", desc)
         with pytest.raises(CloudftError, match="is InProgress"):
             gt.collect("cloudft-pref-test", aws, sm)
+
+
+def _acs_line(line, annotations):
+    """An output-manifest line as AWS's ACS-PassThrough writes it: the post-annotation payload's annotations under
+    <attr>.annotationsFromAllWorkers (aws-samples/aws-sagemaker-ground-truth-recipe annotation_consolidation_lambda.py;
+    the payload shape: sms-custom-templates-step3-lambda-requirements)."""
+    return {**line, "preference": {"annotationsFromAllWorkers": annotations},
+            "preference-metadata": {"job_name": "cloudft-pref-test", "type": "groundTruth/custom",
+                                    "human-annotated": "yes", "creation_date": "2026-08-01T12:00:00.000000"}}
+
+
+def test_collect_reads_acs_passthrough_counts_each_worker_once_and_lists_unreadable_answers(aws):
+    cfg = _cfg()
+    lines = gt.manifest_lines(_pairs(2), cfg, lambda *_: None)
+    aws.put_object(Bucket="sagemaker-labels", Key="answers/w4.json",
+                   Body=json.dumps({"preference": {"label": "B is better"}}))
+    first = [_ann("w1", "A is better", "clearer"), _ann("w2", "B is better"), _ann("w2", "A is better"),
+             _ann("w2", "A is better"), {"workerId": "w3", "annotationData": {"content": "{not json"}},
+             {"workerId": "w4", "annotationData": {"s3Uri": "s3://sagemaker-labels/answers/w4.json"}},
+             "garbage"]
+    second = [_ann("w1", "About the same"), _ann("w2", "Cannot judge / skip"), _ann("w3", "Something else")]
+    manifest = "\n".join(json.dumps(_acs_line(x, a)) for x, a in zip(lines, (first, second)))
+    pairs, labels, problems = gt.collect_labels(manifest + "\n{broken\n", aws)
+    by_pair = {}
+    for lab in labels:
+        by_pair.setdefault(lab["pair_id"], []).append((lab["annotator"], lab["shown"]))
+    assert sorted(by_pair["p-0"]) == [("w1", "A"), ("w2", "A"), ("w4", "B")]  # w2 once: its last answer
+    assert sorted(by_pair["p-1"]) == [("w1", "tie"), ("w2", "skip")]
+    assert "p-0: worker w2 answered 3 times; counted once (the last answer)" in problems
+    assert any(p.startswith("p-0: worker w3: unreadable answer (JSONDecodeError") for p in problems)
+    assert any(p.startswith("p-0: worker <no workerId #6>: unreadable answer") for p in problems)
+    assert any(p.startswith("p-1: worker w3: unreadable answer") and "unknown category" in p for p in problems)
+    assert any(p.startswith("line 3: not JSON") for p in problems)
+    assert len(problems) == 5 and [p["pair_id"] for p in pairs] == ["p-0", "p-1"]
+
+
+def test_consolidation_lambda_survives_bad_input_and_reads_s3_answers(aws):
+    handler = gt.handler_module()
+    aws.put_object(Bucket="sagemaker-labels", Key="answers/w2.json",
+                   Body=json.dumps({"preference": {"label": "A is better"}}))
+    payload = [
+        {"datasetObjectId": "0", "annotations": [
+            _ann("w1", "A is better"), _ann("w1", "B is better"),
+            {"workerId": "w2", "annotationData": {"s3Uri": "s3://sagemaker-labels/answers/w2.json"}},
+            {"workerId": "w3"}, 17]},
+        "not an object",
+        {"datasetObjectId": "2", "annotations": None},
+    ]
+    aws.put_object(Bucket="sagemaker-labels", Key="consolidation/payload.json", Body=json.dumps(payload))
+    out = handler.handler(EVENT, None)
+    assert [o["datasetObjectId"] for o in out] == ["0", "", "2"]
+    first = out[0]["consolidatedAnnotation"]["content"]["preference"]
+    assert first["votes_shown"] == {"A": 1, "B": 1, "tie": 0, "skip": 0}  # w1 once (its last answer), w2 from S3
+    assert first["unparsed"] == 2 and first["notes"] == ["worker w1 answered 2 times; counted once (the last answer)"]
+    assert [a["workerId"] for a in first["answers"]] == ["w1", "w2", "w3", "<no workerId #4>"]
+    assert out[2]["consolidatedAnnotation"]["content"]["preference"]["answers"] == []
+
+
+def test_default_prefix_is_where_the_stacks_role_and_lambda_may_work(tmp_path):
+    """Every S3 object a default `label submit` writes and Ground Truth / the Lambda read lies inside what the
+    infra stack's execution role and consolidation Lambda are allowed (evaluated on their declared policies)."""
+    from infra_fixtures import run_program
+
+    from cloudft.providers.aws.iam_eval import evaluate
+    from infra.components.aws_stack import AwsStackSettings, LabelingSettings, build_aws_stack
+
+    (tmp_path / "handler.py").write_text("def handler(event, context):\n    return []\n")
+    _, out = run_program(lambda: build_aws_stack(AwsStackSettings(
+        name="gt", labeling=LabelingSettings(enabled=True, consolidation_dir=tmp_path))))
+    cfg = gt.JobConfig(bucket=out["bucket"], role_arn=ROLE, workteam_arn=TEAM, region=REGION, job_name="cloudft-pref-x")
+    req = gt.build_request(cfg, cfg.uri("input.manifest"), cfg.uri(gt.TEMPLATE_NAME))
+    output = req["OutputConfig"]["S3OutputPath"] + "cloudft-pref-x/annotations/consolidated-annotation/payload.json"
+    role = out["iam_policies"]["execution"]["policies"]
+    lam = out["iam_policies"]["consolidation"]["policies"]
+
+    def arn(uri):
+        return "arn:aws:s3:::" + uri[len("s3://"):]
+
+    for uri in (cfg.uri("input.manifest"), cfg.uri(gt.TEMPLATE_NAME), output):
+        assert evaluate(role, "s3:GetObject", arn(uri)).allowed, uri
+    assert evaluate(role, "s3:PutObject", arn(output)).allowed
+    assert evaluate(lam, "s3:GetObject", arn(output)).allowed
+    old = gt.JobConfig(bucket=out["bucket"], role_arn=ROLE, workteam_arn=TEAM, region=REGION,
+                       prefix="cloudft-groundtruth", job_name="x")  # the old default: outside the stack's prefix
+    assert not evaluate(role, "s3:GetObject", arn(old.uri("input.manifest"))).allowed
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                 max_size=4), max_leaves=12)
+_ANNOTATION = st.one_of(_JSON, st.fixed_dictionaries({
+    "workerId": st.one_of(st.none(), st.sampled_from(["w1", "w2", "w3"])),
+    "annotationData": st.one_of(_JSON, st.fixed_dictionaries({"content": st.one_of(_JSON, st.sampled_from(
+        ['{"preference": {"label": "A is better"}}', '{"preference": {"label": "nope"}}', "{"]))}))}))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_ANNOTATION, max_size=8))
+def test_hostile_annotations_never_crash_and_every_worker_is_counted_or_reported(annotations):
+    handler = gt.handler_module()
+    answers, notes = handler.worker_answers(annotations)
+    workers = [a["workerId"] for a in answers]
+    assert len(workers) == len(set(workers))  # each worker once
+    for a in answers:
+        assert a["shown"] in ("A", "B", "tie", "skip") or a.get("error")
+    out = handler.handler({"labelAttributeName": "preference", "payload": [{"datasetObjectId": "0",
+                                                                           "annotations": annotations}]})
+    assert len(out) == 1
+    line = json.dumps({"pair_id": "p", "preference": {"annotationsFromAllWorkers": annotations}})
+    _, labels, problems = gt.collect_labels(line, None)
+    assert len(labels) + sum(p.startswith("p: worker") and "unreadable" in p for p in problems) == len(answers)

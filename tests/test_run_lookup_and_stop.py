@@ -153,3 +153,17 @@ def test_artifacts_into_a_new_directory(tmp_path):
     proc = cli("artifacts", "done-run", "--dest", str(dest))
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in dest.iterdir()) == ["adapter_config.json", "metrics.json"]
+
+
+def test_an_identity_recorded_before_the_exec_still_names_the_runner(processes):
+    """Submit records the runner right after Popen, which may be before the child's exec: its command line then
+    is still the parent's. The start time is what names the process; a status check must not call it dead."""
+    from cloudft.providers.local import _is_runner
+
+    runner = spawn(sys.executable, "-c", "import time; time.sleep(60)")
+    processes.append(runner)
+    time.sleep(0.1)
+    recorded = {**process_identity(runner.pid), "cmdline": [sys.executable, "-m", "cloudft.cli.main", "submit"]}
+    add_run("fresh-run", pid=runner.pid, meta={"runner": recorded})
+    assert _is_runner(Registry().get("fresh-run"))
+    assert LocalProvider().status(Registry().get("fresh-run")).status == "running"

@@ -12,7 +12,7 @@ import click
 from rich.markup import escape
 
 from ..errors import CloudftError
-from .output import console, print_json
+from .output import console, err_console, print_json
 
 PROVIDER = click.option("--provider", "-p", type=click.Choice(["local", "aws", "azure"]), default="local",
                         show_default=True, help="Where the job runs.")
@@ -161,7 +161,7 @@ def submit_cmd(spec_path: str, provider: str, stack: Optional[str], detach: bool
     prov.check_installed()
     prov.check_submit(spec)
     for note in notes:
-        console().print(f"[yellow]warning:[/] {escape(note)}")
+        (err_console() if as_json else console()).print(f"[yellow]warning:[/] {escape(note)}")
     if dry_run:
         result = prov.submit(plan, dry_run=True, out_dir=out_dir)
         if as_json:

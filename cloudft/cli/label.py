@@ -317,7 +317,9 @@ def _aws_clients(region: Optional[str]):
 @click.option("--provider", "-p", type=click.Choice(["aws"]), required=True,
               help="Ground Truth is AWS only; on other providers use `cloudft label serve`.")
 @click.option("--bucket", envvar="CLOUDFT_GT_BUCKET", required=True, help="S3 bucket for manifest, template, output.")
-@click.option("--prefix", default="cloudft-groundtruth", show_default=True, help="Key prefix in the bucket.")
+@click.option("--prefix", default="cloudft/labeling", show_default=True,
+              help="Key prefix in the bucket; keep it under the infra stack's prefix (cloudft:prefix), the only "
+                   "place its role and consolidation Lambda may use.")
 @click.option("--role-arn", envvar="CLOUDFT_GT_ROLE_ARN", required=True, help="Labeling job execution role.")
 @click.option("--workteam-arn", envvar="CLOUDFT_GT_WORKTEAM_ARN", required=True, help="Private workteam ARN.")
 @click.option("--region", envvar="AWS_REGION", default=None)

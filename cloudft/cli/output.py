@@ -21,6 +21,14 @@ def console() -> "Console":
     return Console(highlight=False, soft_wrap=True)
 
 
+@lru_cache(maxsize=None)
+def err_console() -> "Console":
+    """Warnings and notes beside a `--json` document (stdout carries only the JSON)."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True, stderr=True)
+
+
 def print_json(data: Any) -> None:
     """Print one JSON document on stdout (no rich markup, so it pipes into jq)."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

@@ -3,9 +3,9 @@ section (`aws:` / `azure:`), so `--stack NAME` fills that section and spec value
 
 from __future__ import annotations
 
-AWS_OUTPUT_KEYS: tuple[str, ...] = ("region", "role_arn", "bucket", "prefix", "kms_key_arn", "subnets",
-                                   "security_group_ids", "repository_url", "image_uri", "workteam_arn",
-                                   "endpoint_name")
+AWS_OUTPUT_KEYS: tuple[str, ...] = ("region", "role_arn", "pipeline_role_arn", "bucket", "prefix", "kms_key_arn",
+                                   "subnets", "security_group_ids", "repository_url", "image_uri", "workteam_arn",
+                                   "endpoint_name", "iam_policies")
 AZURE_OUTPUT_KEYS: tuple[str, ...] = ("subscription_id", "resource_group", "workspace", "location", "compute",
                                      "key_vault", "storage_account", "registry", "endpoint_name",
                                      "identity_client_id", "endpoint_identity_id", "endpoint_identity_client_id",

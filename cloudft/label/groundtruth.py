@@ -1,8 +1,9 @@
 """SageMaker Ground Truth path (opt-in, for AWS accounts that already have access; GT closed to new customers on
 2026-07-30, so the built-in app is the default).
 
-`submit`: writes the input manifest (JSON Lines within GT's limits: ≤ 100,000 characters a line and 20,000 an
-attribute; longer texts become S3 objects referenced as `<field>_ref`), uploads the pairs file and the
+`submit`: writes the input manifest (JSON Lines within GT's limits: ≤ 100 KB a line in UTF-8 bytes, the preflight
+rule aws.groundtruth-manifest-line, and 20,000 characters an attribute; longer texts become S3 objects referenced
+as `<field>_ref`), uploads the pairs file and the
 Liquid task template, and calls CreateLabelingJob with the workteam, K workers per object, time limits and the
 pre-annotation/consolidation Lambdas (AWS's pass-through functions by region, or cloudft's own).
 `collect`: reads the output manifest and the worker responses and imports them into a label store, so report
@@ -22,10 +23,12 @@ from typing import Any, Optional
 from ..errors import CloudftError
 from .pairs import prompt_text
 
-LINE_LIMIT = 100_000
 ATTR_LIMIT = 20_000
 LABEL_ATTRIBUTE = "preference"
 TEMPLATE_NAME = "pairwise.liquid.html"
+#: Under the infra stack's S3 prefix (cloudft:prefix, default "cloudft"): the stack's role and consolidation Lambda
+#: may read and write there only (infra/components/aws_identity.py, aws_labeling.py).
+DEFAULT_PREFIX = "cloudft/labeling"
 
 #: AWS-managed PRE-/ACS-PassThrough Lambdas: region → account (ground_truth.md §6).
 PASSTHROUGH_ACCOUNTS = {
@@ -77,7 +80,7 @@ class JobConfig:
     role_arn: str
     workteam_arn: str
     region: str
-    prefix: str = "cloudft-groundtruth"
+    prefix: str = DEFAULT_PREFIX
     job_name: str = ""
     workers: int = 3
     task_time_limit: int = 1800
@@ -117,6 +120,9 @@ class JobConfig:
 def manifest_lines(pairs: list[dict], cfg: JobConfig, put_text) -> list[dict]:
     """One manifest line per pair (original orientation + a random display `swapped`); texts over the attribute
     limit are written with `put_text(uri, text)` and referenced as `<field>_ref`."""
+    from ..preflight import run_rules
+    from ..providers.aws.preflight import gt_manifest_lines
+
     rng = random.Random(cfg.seed)
     lines = []
     for p in pairs:
@@ -131,8 +137,10 @@ def manifest_lines(pairs: list[dict], cfg: JobConfig, put_text) -> list[dict]:
                 put_text(uri, line[key])
                 line[ref] = uri
                 line[key] = line[key][:1000] + " …" if key == "source" else ""
-        if len(json.dumps(line, ensure_ascii=False)) > LINE_LIMIT:
-            raise CloudftError(f"pair {p['pair_id']}: its manifest line is over {LINE_LIMIT} characters")
+        too_long = run_rules([gt_manifest_lines], [json.dumps(line, ensure_ascii=False)])
+        if too_long:
+            raise CloudftError(f"pair {p['pair_id']}: {too_long[0].message} ({too_long[0].source})",
+                               hint=too_long[0].fix)
         lines.append(line)
     return lines
 
@@ -211,52 +219,75 @@ def _read(s3, uri: str) -> str:
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
 
 
-def _answers(line: dict, s3) -> list[dict]:
-    """Per-worker answers of one output-manifest line: from the worker-response file when the metadata points
-    to one (no consolidation Lambda, or AWS pass-through), else from cloudft's consolidation Lambda output."""
+def _read_json(s3, uri: str) -> Any:
+    return json.loads(_read(s3, uri))
+
+
+def _answers(line: dict, s3, gt) -> tuple[list[dict], list[str]]:
+    """Per-worker answers of one output-manifest line, one per worker, from whichever documented shape it has:
+
+    - `worker-response-ref` in `<attr>-metadata` (no consolidation Lambda; sms-data-output): the worker-response
+      file's `answers[].{workerId, answerContent}`;
+    - AWS's ACS-PassThrough: `<attr>.annotationsFromAllWorkers[].{workerId, annotationData.{content | s3Uri}}`
+      (the post-annotation payload's annotations, passed through; aws-samples/aws-sagemaker-ground-truth-recipe);
+    - cloudft's consolidation Lambda: `<attr>.answers[]` already parsed (its `notes` carried over).
+    Returns (answers, notes); each answer is {workerId, shown, rationale[, seconds]} or {workerId, shown: None, error}.
+    """
     meta = line.get(LABEL_ATTRIBUTE + "-metadata") or {}
-    ref = meta.get("worker-response-ref")
+    label = line.get(LABEL_ATTRIBUTE)
+    ref = meta.get("worker-response-ref") if isinstance(meta, dict) else None
     if ref:
-        out = []
-        for ans in json.loads(_read(s3, ref)).get("answers", []):
-            out.append({"workerId": ans.get("workerId"), "content": ans.get("answerContent"),
-                        "seconds": ans.get("timeSpentInSeconds")})
-        return out
-    label = line.get(LABEL_ATTRIBUTE) or {}
-    if isinstance(label, dict) and "answers" in label:
+        raw = _read_json(s3, ref).get("answers", [])
+        annotations = [{"workerId": a.get("workerId"), "annotationData": {"content": a.get("answerContent")}}
+                       if isinstance(a, dict) else a for a in raw]
+        answers, notes = gt.worker_answers(annotations)
+        seconds = {str(a.get("workerId")): a.get("timeSpentInSeconds") for a in raw if isinstance(a, dict)}
+        for a in answers:
+            a["seconds"] = seconds.get(a["workerId"])
+        return answers, notes
+    if isinstance(label, dict) and "annotationsFromAllWorkers" in label:
+        return gt.worker_answers(label["annotationsFromAllWorkers"], lambda uri: _read_json(s3, uri))
+    if isinstance(label, dict) and isinstance(label.get("answers"), list):
+        answers = [a for a in label["answers"] if isinstance(a, dict)]
+        bad = len(label["answers"]) - len(answers)
+        notes = list(label.get("notes") or []) + ([f"{bad} answer entries are not objects"] if bad else [])
         return [{"workerId": a.get("workerId"), "shown": a.get("shown"), "rationale": a.get("rationale", ""),
-                 "error": a.get("error")} for a in label["answers"]]
-    return []
+                 "error": a.get("error")} for a in answers], notes
+    return [], []
 
 
 def collect_labels(output_manifest: str, s3) -> tuple[list[dict], list[dict], list[str]]:
-    """(pairs, labels, problems) from an output manifest. Nothing is dropped silently: every answer that cannot be
-    read, and every object without answers, is listed in `problems`."""
+    """(pairs, labels, problems) from an output manifest. Each worker counts once per pair; nothing is dropped
+    silently: every answer that cannot be read, every repeated worker, and every object without answers is listed
+    in `problems`, one line each."""
     gt = handler_module()
     pairs, labels, problems = [], [], []
     for n, raw in enumerate(output_manifest.splitlines(), 1):
         if not raw.strip():
             continue
-        line = json.loads(raw)
-        pid = line.get("pair_id")
+        try:
+            line = json.loads(raw)
+        except ValueError as exc:
+            problems.append(f"line {n}: not JSON ({exc})")
+            continue
+        pid = line.get("pair_id") if isinstance(line, dict) else None
         if pid is None:
             problems.append(f"line {n}: no pair_id (not a cloudft manifest line)")
             continue
-        answers = _answers(line, s3)
+        try:
+            answers, notes = _answers(line, s3, gt)
+        except Exception as exc:  # noqa: BLE001 - e.g. a worker-response file that is gone or not JSON
+            answers, notes = [], [f"worker answers unreadable: {type(exc).__name__}: {exc}"]
+        problems += [f"{pid}: {note}" for note in notes]
         if not answers:
             problems.append(f"{pid}: no worker answers")
         for a in answers:
-            shown, rationale = a.get("shown"), a.get("rationale", "")
-            if "content" in a:
-                try:
-                    shown, rationale = gt.parse_answer(a["content"])
-                except (ValueError, TypeError) as exc:
-                    shown, a["error"] = None, str(exc)
-            if shown is None:
+            if a.get("shown") is None:
                 problems.append(f"{pid}: worker {a.get('workerId')}: unreadable answer ({a.get('error')})")
                 continue
-            labels.append({"annotator": a["workerId"], "pair_id": pid, "shown": shown,
-                           "swapped": bool(line.get("swapped")), "rationale": rationale, "seconds": a.get("seconds")})
+            labels.append({"annotator": a["workerId"], "pair_id": pid, "shown": a["shown"],
+                           "swapped": bool(line.get("swapped")), "rationale": a.get("rationale", ""),
+                           "seconds": a.get("seconds")})
         pairs.append({"pair_id": pid, "line": line})
     return pairs, labels, problems
 

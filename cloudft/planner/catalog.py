@@ -36,6 +36,8 @@ class Instance:
     spot_source: str
     price_date: str
     online_endpoint: Optional[bool] = None  # in the provider's online-endpoint SKU list (None: unknown)
+    #: local NVMe instance storage (SageMaker refuses a volume KMS key for these types; see `has_local_storage`)
+    local_storage: bool = False
 
     @property
     def usable_gpu_memory_gb(self) -> float:
@@ -89,8 +91,22 @@ def load_catalog(provider: str) -> list[Instance]:
             memory_gb=float(row.get("memory_gb", 0)), on_demand_per_hour=od, spot_per_hour=spot,
             spot_source=source, price_date=row.get("price_date", doc.get("taken", "")),
             online_endpoint=row.get("online_endpoint"),
+            local_storage=_has_local_storage(doc, row["type"]),
         ))
     return out
+
+
+def _has_local_storage(doc: dict[str, Any], instance_type: str) -> bool:
+    parts = str(instance_type or "").split(".")
+    families = (doc.get("local_storage") or {}).get("families") or ()
+    return len(parts) >= 2 and parts[1] in families
+
+
+def has_local_storage(instance_type: str) -> bool:
+    """True for SageMaker types with local NVMe instance storage (``ml.g5.12xlarge`` → family ``g5``), from the AWS
+    catalog's `local_storage` list (the one place this fact lives; source cited there). Such types are refused a
+    training `VolumeKmsKeyId`; their instance store is encrypted by the instance's hardware module."""
+    return _has_local_storage(raw_catalog("aws"), instance_type)
 
 
 def find_instance(provider: str, instance_type: str) -> Instance:

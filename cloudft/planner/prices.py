@@ -128,7 +128,8 @@ def refresh(provider: str, region: Optional[str] = None,
                 break  # offline: don't wait for every row to time out
             rows.append(row)
             continue
-        # Azure: a VM size with no Linux consumption meter in the region is not sold there
+        # the price list answered with no price for the type in the region: it is not offered there
+        # (AWS: no SageMaker training price; Azure: no Linux consumption meter)
         (offered if prices.get("on_demand_per_hour") else not_offered).append(row["type"])
         if prices.get("on_demand_per_hour"):
             row.update({k: v for k, v in prices.items() if v is not None})
@@ -144,9 +145,10 @@ def refresh(provider: str, region: Optional[str] = None,
     rows += doc["instances"][len(rows):]
     out = {**{k: v for k, v in doc.items() if k not in ("instances", "origin")}, "taken": _today(),
            "region": region, "refreshed_rows": updated, "refresh_errors": errors[:5], "instances": rows}
-    if provider == "azure":  # kept across refreshes of other regions
-        out["availability"] = {**(doc.get("availability") or {}), region: {
-            "offered": offered, "not_offered": not_offered, "taken": _today(), "source": "azure-retail-prices-api"}}
+    # kept across refreshes of other regions; read by catalog.region_offers
+    out["availability"] = {**(doc.get("availability") or {}), region: {
+        "offered": offered, "not_offered": not_offered, "taken": _today(),
+        "source": "aws-price-list-api" if provider == "aws" else "azure-retail-prices-api"}}
     path = refreshed_path(provider)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -237,7 +237,9 @@ def _is_runner(run: RunRecord) -> bool:
         return False
     recorded = run.meta.get("runner")
     if recorded:
-        return now == recorded
+        # The start time (with the boot id) names one process for good: a later process with the same id has
+        # another. The command line is not compared: it is recorded right after fork, possibly before the exec.
+        return now["start"] == recorded.get("start")
     return "cloudft.providers.local_runner" in now["cmdline"] and run.run_id in now["cmdline"]
 
 

@@ -38,7 +38,13 @@ class RoleScope:
 
 
 KMS_ACTIONS = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext",
-               "kms:DescribeKey", "kms:CreateGrant", "kms:ReEncryptFrom", "kms:ReEncryptTo"]
+               "kms:DescribeKey", "kms:ReEncryptFrom", "kms:ReEncryptTo"]
+#: Grants only for AWS services acting for the role (the training volume), never to a principal code in the job
+#: names (AWS KMS Developer Guide, conditions-kms.html#conditions-kms-grant-is-for-aws-resource).
+KMS_GRANT_CONDITION = {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+#: The jobs a SageMaker pipeline starts for its training steps are named `pipelines-<execution>-<step>-...`.
+PIPELINE_JOB_ACTIONS = ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
+                        "sagemaker:AddTags"]
 S3_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
                      "s3:ListMultipartUploadParts"]
 ECR_PULL_ACTIONS = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
@@ -59,6 +65,8 @@ def execution_statements(account: AwsAccount, scope: RoleScope) -> list[dict[str
         iam.statement("BucketLocation", ["s3:GetBucketLocation"], [scope.bucket_arn]),
         iam.statement("BucketObjects", S3_OBJECT_ACTIONS, [objects]),
         iam.statement("KmsUse", KMS_ACTIONS, [scope.kms_key_arn]),
+        iam.statement("KmsGrantForAwsServices", ["kms:CreateGrant"], [scope.kms_key_arn],
+                      condition=KMS_GRANT_CONDITION),
         iam.statement("SageMakerLogs", LOG_ACTIONS, [account.arn("logs", logs),
                                                      account.arn("logs", f"{logs}:log-stream:*")]),
         # Documented exception: CloudWatch metrics have no resource ARNs; the namespace condition narrows it.
@@ -87,6 +95,17 @@ def execution_statements(account: AwsAccount, scope: RoleScope) -> list[dict[str
     return sts
 
 
+def pipeline_statements(account: AwsAccount, execution_role_arn: pulumi.Input[str]) -> list[dict[str, Any]]:
+    """What a SageMaker pipeline's role needs to run training steps (SageMaker Developer Guide,
+    build-and-manage-access.html): create/describe/stop their jobs and pass them the execution role."""
+    return [
+        iam.statement("PipelineTrainingJobs", PIPELINE_JOB_ACTIONS,
+                      [account.arn("sagemaker", "training-job/pipelines-*")]),
+        iam.statement("PassExecutionRole", ["iam:PassRole"], [execution_role_arn],
+                      condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
+    ]
+
+
 class SageMakerExecutionRole(pulumi.ComponentResource):
     """An IAM role trusted by sagemaker.amazonaws.com (this account only), with an inline least-privilege policy:
     S3 on one bucket/prefix, KMS use of one key, ECR pull of named repositories, SageMaker CloudWatch Logs,
@@ -96,20 +115,33 @@ class SageMakerExecutionRole(pulumi.ComponentResource):
     Outputs: `role_arn`, `role_name`.
     """
 
-    def __init__(self, name: str, *, account: AwsAccount, scope: RoleScope,
+    def __init__(self, name: str, *, account: AwsAccount, scope: Optional[RoleScope] = None,
+                 statements: Optional[Sequence[dict[str, Any]]] = None, suffix: str = "execution",
+                 description: str = "cloudft SageMaker execution role",
                  tags: Optional[dict[str, str]] = None, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("cloudft:aws:SageMakerExecutionRole", name, None, opts)
         self._name = name
-        self.role = aws.iam.Role(f"{name}-role", description="cloudft SageMaker execution role",
-                                 assume_role_policy=iam.service_trust("sagemaker.amazonaws.com", account.account_id),
+        self.trust = iam.service_trust("sagemaker.amazonaws.com", account.account_id)
+        self.documents: list[pulumi.Output[str]] = []
+        self.role = aws.iam.Role(f"{name}-role", description=description, assume_role_policy=self.trust,
                                  max_session_duration=12 * 3600, tags=tags,
                                  opts=pulumi.ResourceOptions(parent=self))
-        self.policy = self.allow("execution", execution_statements(account, scope))
+        self.policy = self.allow(suffix, list(statements) if statements is not None
+                                 else execution_statements(account, scope))
         self.role_arn = self.role.arn
         self.role_name = self.role.name
         self.register_outputs({"role_arn": self.role_arn, "role_name": self.role_name})
 
     def allow(self, suffix: str, statements: Sequence[dict[str, Any]]) -> aws.iam.RolePolicy:
         """Attach one more inline policy made of `statements` to the role."""
-        return aws.iam.RolePolicy(f"{self._name}-{suffix}", role=self.role.id, policy=iam.document(statements),
+        document = iam.document(statements)
+        self.documents.append(document)
+        return aws.iam.RolePolicy(f"{self._name}-{suffix}", role=self.role.id, policy=document,
                                   opts=pulumi.ResourceOptions(parent=self))
+
+    def described(self) -> pulumi.Output[dict[str, Any]]:
+        """{arn, trust, policies}: what `--stack` tells cloudft's preflight and dry run about this role."""
+        import json
+
+        return pulumi.Output.all(self.role.arn, self.trust, *self.documents).apply(
+            lambda v: {"arn": v[0], "trust": json.loads(v[1]), "policies": [json.loads(d) for d in v[2:]]})

@@ -97,17 +97,28 @@ class LabelingWorkforce(pulumi.ComponentResource):
         objects = pulumi.Output.from_input(bucket_arn).apply(lambda a: f"{a}/{prefix}/*" if prefix else f"{a}/*")
         log_group = aws.cloudwatch.LogGroup(f"{name}-consolidation-logs", name=f"/aws/lambda/{fn_name}",
                                             retention_in_days=30, opts=child)
-        aws.iam.RolePolicy(f"{name}-consolidation-policy", role=role.id, policy=iam.document([
+        self._consolidation_role = role
+        self._consolidation_policy = iam.document([
             iam.statement("Logs", ["logs:CreateLogStream", "logs:PutLogEvents"],
                           [log_group.arn.apply(lambda a: f"{a}:log-stream:*")]),
             iam.statement("ReadPayloads", ["s3:GetObject"], [objects]),
             iam.statement("DecryptPayloads", ["kms:Decrypt"], [kms_key_arn]),
-        ]), opts=child)
+        ])
+        aws.iam.RolePolicy(f"{name}-consolidation-policy", role=role.id, policy=self._consolidation_policy,
+                           opts=child)
         return aws.lambda_.Function(
             f"{name}-consolidation", name=fn_name, role=role.arn, runtime=LAMBDA_RUNTIME, handler=LAMBDA_HANDLER,
             code=consolidation_archive(code_dir), timeout=300, memory_size=256,
             logging_config={"log_format": "Text", "log_group": log_group.name}, tags=tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group]))
+
+    def consolidation_described(self) -> pulumi.Output[dict]:
+        """{arn, trust, policies} of the consolidation Lambda's role (for the permissions checks)."""
+        import json
+
+        return pulumi.Output.all(self._consolidation_role.arn, self._consolidation_role.assume_role_policy,
+                                 self._consolidation_policy).apply(
+            lambda v: {"arn": v[0], "trust": json.loads(v[1]), "policies": [json.loads(v[2])]})
 
     def invoke_statements(self) -> list[dict]:
         """Statements the SageMaker (Ground Truth) execution role needs to call the consolidation Lambda."""

@@ -7,7 +7,7 @@ from typing import Mapping, Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from .rules import has_instance_storage
+from cloudft.planner.catalog import has_local_storage
 
 
 class AdapterEndpoint(pulumi.ComponentResource):
@@ -39,7 +39,7 @@ class AdapterEndpoint(pulumi.ComponentResource):
                                   "instance_type": instance_type, "initial_instance_count": instance_count,
                                   "container_startup_health_check_timeout_in_seconds": startup_timeout_s,
                                   "model_data_download_timeout_in_seconds": startup_timeout_s}],
-            kms_key_arn=None if has_instance_storage(instance_type) else kms_key_arn, tags=tags, opts=child)
+            kms_key_arn=None if has_local_storage(instance_type) else kms_key_arn, tags=tags, opts=child)
         self.endpoint = aws.sagemaker.Endpoint(
             f"{name}-endpoint", name=endpoint_name, endpoint_config_name=self.config.name, tags=tags,
             opts=pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(

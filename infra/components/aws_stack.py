@@ -12,7 +12,7 @@ import pulumi_aws as aws
 
 from cloudft.infra.contract import AWS_OUTPUT_KEYS
 
-from .aws_identity import AwsAccount, RoleScope, SageMakerExecutionRole
+from .aws_identity import AwsAccount, RoleScope, SageMakerExecutionRole, pipeline_statements
 from .aws_labeling import LabelingWorkforce
 from .aws_registry import ImageRepository
 from .aws_serving import AdapterEndpoint
@@ -137,8 +137,12 @@ def build_aws_stack(settings: AwsStackSettings) -> dict[str, Any]:
         repository_arns=[registry.repository_arn, *settings.pull_repository_arns],
         secret_arns=settings.secret_arns, subnets=settings.subnets,
         security_group_ids=settings.security_group_ids))
+    pipeline = SageMakerExecutionRole(f"{name}-pipeline", account=account, tags=tags, suffix="steps",
+                                      statements=pipeline_statements(account, role.role_arn),
+                                      description="cloudft SageMaker pipeline role (starts the steps' jobs)")
     outputs: dict[str, Any] = {
-        "region": account.region, "role_arn": role.role_arn, "bucket": storage.bucket_name,
+        "region": account.region, "role_arn": role.role_arn, "pipeline_role_arn": pipeline.role_arn,
+        "bucket": storage.bucket_name,
         "prefix": settings.prefix, "kms_key_arn": storage.kms_key_arn, "subnets": list(settings.subnets),
         "security_group_ids": list(settings.security_group_ids), "repository_url": registry.repository_url,
         "image_uri": (pulumi.Output.concat(registry.repository_url, ":", settings.image_tag)
@@ -157,6 +161,7 @@ def build_aws_stack(settings: AwsStackSettings) -> dict[str, Any]:
         invoke = labeling.invoke_statements()
         if invoke:
             role.allow("labeling", invoke)
+
         outputs["workteam_arn"] = labeling.workteam_arn
         outputs["user_pool_id"] = labeling.user_pool_id
         outputs["consolidation_lambda_arn"] = labeling.consolidation_lambda_arn
@@ -168,5 +173,9 @@ def build_aws_stack(settings: AwsStackSettings) -> dict[str, Any]:
                                    endpoint_name=srv.endpoint_name, subnets=settings.subnets,
                                    security_group_ids=settings.security_group_ids, tags=tags)
         outputs["endpoint_name"] = endpoint.endpoint_name
+    roles: dict[str, Any] = {"execution": role.described(), "pipeline": pipeline.described()}
+    if lab.enabled and labeling.consolidation_lambda is not None:
+        roles["consolidation"] = labeling.consolidation_described()
+    outputs["iam_policies"] = pulumi.Output.all(**roles)  # what --stack tells preflight and the dry run
     assert set(AWS_OUTPUT_KEYS) <= set(outputs), "every contract key is exported"
     return outputs

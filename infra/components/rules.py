@@ -15,10 +15,13 @@ import json
 import re
 from typing import Any, Callable, Iterable, Mapping
 
+from cloudft.planner.catalog import has_local_storage  # the one list of local-NVMe types (the AWS catalog)
+
 Props = Mapping[str, Any]
 Rule = Callable[[Props], list[str]]
 
-#: Actions for which AWS offers no resource narrower than ``*`` (each one documented in docs/infra.md).
+#: Actions for which AWS offers no resource narrower than ``*`` (each one documented in docs/infra.md; parliament's
+#: RESOURCE_STAR check knows them as actions without resource-level permissions).
 STAR_RESOURCE_ACTIONS: dict[str, str] = {
     "ecr:GetAuthorizationToken": "the ECR login token is account-wide; the service has no resource type for it",
     "cloudwatch:PutMetricData": "CloudWatch metrics have no resource ARNs; scoped by a cloudwatch:namespace condition",
@@ -31,11 +34,6 @@ STAR_RESOURCE_ACTIONS: dict[str, str] = {
 
 #: Managed policies that grant far more than cloudft needs.
 BROAD_MANAGED_POLICIES = ("AdministratorAccess", "PowerUserAccess", "FullAccess")
-
-#: SageMaker instance families with local NVMe instance storage: an endpoint config with a KMS key is rejected for
-#: them (their instance store is encrypted by AWS at the hardware level).
-INSTANCE_STORAGE_FAMILIES = ("g4dn", "g5", "g6", "g6e", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "m5d", "c5d",
-                             "r5d", "inf2", "trn1", "trn1n")
 
 _SECRET_KEY = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CONNECTION_?STRING)", re.I)
 _REFERENCE = re.compile(r"^(arn:aws[\w-]*:secretsmanager:|arn:aws[\w-]*:ssm:|https://[\w-]+\.vault\.azure\.net/|"
@@ -91,8 +89,51 @@ def s3_versioning(props: Props) -> list[str]:
     return [] if status == "Enabled" else ["S3 bucket versioning must be Enabled"]
 
 
+#: Resources whose name part is a wildcard by necessity (each documented in docs/infra.md): network interfaces
+#: that SageMaker creates for a job in a VPC get ids nobody knows in advance.
+WILDCARD_NAME_RESOURCES = ("network-interface/*",)
+#: parliament findings that are not problems for cloudft's documents (none today; add with a reason).
+PARLIAMENT_IGNORED: tuple[str, ...] = ()
+
+
+def parliament_findings(doc: dict, where: str) -> list[str]:
+    """The maintained IAM linter's generic checks (parliament: unknown actions, action/resource-type mismatch,
+    malformed ARNs, Resource "*" for actions that support resource-level permissions, privilege escalation, ...)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # parliament imports pkg_resources (deprecated)
+        from parliament import analyze_policy_string
+
+    found = analyze_policy_string(json.dumps(doc), include_community_auditors=False).findings
+    return [f"{where}: parliament {f.issue}: {f.detail}" for f in found if f.issue not in PARLIAMENT_IGNORED]
+
+
+def arn_wildcards(resource: str) -> list[str]:
+    """cloudft's own rule: a resource names cloudft's things. No wildcard in the partition, service, region or
+    account field, and the resource's name (the bucket; the role, secret, repository, ... after its type) is not a
+    bare wildcard: `arn:aws:s3:::*/*`, `arn:aws:iam::*:role/*` and `...:secret:*` are refused; `bucket/prefix/*`
+    and `training-job/pipelines-*` are fine."""
+    if resource == "*" or not resource.startswith("arn:"):
+        return []  # "*" is parliament's RESOURCE_STAR check
+    fields = resource.split(":", 5)
+    if len(fields) < 6:
+        return [f"malformed ARN {resource!r}"]
+    problems = [f"wildcard in the {name} of {resource!r}" for name, value in
+                zip(("partition", "service", "region", "account"), fields[1:5]) if "*" in value or "?" in value]
+    rest = fields[5]
+    if any(rest == allowed or rest.endswith(":" + allowed) for allowed in WILDCARD_NAME_RESOURCES):
+        return problems
+    tokens = [t for t in re.split(r"[:/]", rest) if t]
+    name = tokens[0] if fields[2] == "s3" else (tokens[1] if len(tokens) > 1 else tokens[0] if tokens else "")
+    if not name.strip("*?"):
+        problems.append(f"wildcard name in {resource!r} (name the bucket, role, secret, ... it is for)")
+    return problems
+
+
 def iam_policy_document(doc: Any, where: str = "IAM policy") -> list[str]:
-    """No wildcard action, and no ``*`` resource except for the actions in STAR_RESOURCE_ACTIONS."""
+    """cloudft's own rules (no wildcard action, no Allow with NotAction/NotResource, no principal '*', no wildcard
+    ARNs, kms:CreateGrant only for AWS resources) plus parliament's generic checks."""
     doc = _load_json(doc)
     if not isinstance(doc, dict):
         return [f"{where}: not a JSON policy document"]
@@ -107,15 +148,17 @@ def iam_policy_document(doc: Any, where: str = "IAM policy") -> list[str]:
         for action in actions:
             if "*" in action:
                 problems.append(f"{where} {sid}: wildcard action {action!r}")
-        resources = [str(r) for r in _as_list(st.get("Resource"))]
-        if "*" in resources:
-            undocumented = [a for a in actions if a not in STAR_RESOURCE_ACTIONS]
-            if undocumented:
-                problems.append(f"{where} {sid}: resource '*' for {', '.join(undocumented)}")
+        for resource in (str(r) for r in _as_list(st.get("Resource"))):
+            problems += [f"{where} {sid}: {p}" for p in arn_wildcards(resource)]
+        if any(a.lower() == "kms:creategrant" for a in actions):
+            cond = (st.get("Condition") or {}).get("Bool") or {}
+            if str(cond.get("kms:GrantIsForAWSResource")).lower() != "true":
+                problems.append(f"{where} {sid}: kms:CreateGrant without Bool kms:GrantIsForAWSResource=true lets "
+                                "the holder grant lasting decrypt rights to any principal")
         for principal in _principals(st):
             if principal == "*":
                 problems.append(f"{where} {sid}: principal '*'")
-    return problems
+    return problems + parliament_findings(doc, where)
 
 
 def _principals(statement: Mapping[str, Any]) -> Iterable[str]:
@@ -164,15 +207,9 @@ def kms_key(props: Props) -> list[str]:
     return [] if props.get("enableKeyRotation") is True else ["KMS key rotation must be enabled"]
 
 
-def has_instance_storage(instance_type: str) -> bool:
-    """True for SageMaker instance types with local NVMe storage (``ml.g5.xlarge`` → ``g5``)."""
-    parts = str(instance_type or "").split(".")
-    return len(parts) >= 2 and parts[1] in INSTANCE_STORAGE_FAMILIES
-
-
 def sagemaker_endpoint_config(props: Props) -> list[str]:
     variants = _as_list(props.get("productionVariants"))
-    needs_key = any(not has_instance_storage((v or {}).get("instanceType", "")) for v in variants)
+    needs_key = any(not has_local_storage((v or {}).get("instanceType", "")) for v in variants)
     if needs_key and not props.get("kmsKeyArn"):
         return ["SageMaker endpoint configuration must set kmsKeyArn (storage volume encryption)"]
     return []

@@ -2,8 +2,11 @@
 
 Each request is recorded as `{"service", "operation", "params"}` with the params exactly as the caller
 gave them to boto3 (a `Body` stream shows as `"<N bytes>"`), then validated by botocore against the
-service model before the (never sent) HTTP call. Answers are canned: nothing exists yet, the role is
-trusted, every upload succeeds. No network, no credentials.
+service model before the (never sent) HTTP call. Answers: nothing exists yet, every upload succeeds. IAM is
+never answered "yes" blindly: with `--stack`, iam:GetRole returns the stack's trust policy and
+iam:SimulatePrincipalPolicy is evaluated against the stack's policy documents (iam_eval); without one, both are
+answered AccessDenied, as IAM answers a caller that may not read the role, so the role checks report "not
+verified". No network, no credentials.
 """
 
 from __future__ import annotations
@@ -63,30 +66,44 @@ def _error(code: str, message: str, status: int):
                                                 "ResponseMetadata": {"HTTPStatusCode": status}}
 
 
-def _answer(service: str, operation: str, body: dict[str, Any], last: dict[str, Any], region: str):
+def _role(roles: dict[str, Any], arn_or_name: str) -> Optional[dict[str, Any]]:
+    for role in roles.values():
+        if isinstance(role, dict) and role.get("arn") and (role["arn"] == arn_or_name
+                                                           or role["arn"].rsplit("/", 1)[-1] == arn_or_name):
+            return role
+    return None
+
+
+def _answer(service: str, operation: str, body: dict[str, Any], last: dict[str, Any], region: str,
+            roles: Optional[dict[str, Any]] = None):
     """A plausible answer for the calls the submit path makes."""
     from botocore.awsrequest import AWSResponse
 
     arn = f"arn:aws:sagemaker:{region}:{FAKE_ACCOUNT}"
+    if operation in ("GetRole", "SimulatePrincipalPolicy"):
+        role = _role(roles or {}, last.get("RoleName") or last.get("PolicySourceArn") or "")
+        if role is None:
+            return _error("AccessDenied", "dry run: this role's policies are unknown (pass --stack to evaluate the "
+                          "stack's)", 403)
+        if operation == "SimulatePrincipalPolicy":
+            from .rolecheck import simulate_response
+
+            answer = simulate_response(role.get("policies") or [], last)
+        else:
+            name = role["arn"].rsplit("/", 1)[-1]
+            answer = {"Role": {"RoleName": name, "Arn": role["arn"], "Path": "/", "RoleId": "AROADRYRUN",
+                               "CreateDate": _dt.datetime(2024, 1, 1),
+                               "AssumeRolePolicyDocument": quote(json.dumps(role.get("trust") or {}))}}
+        answer["ResponseMetadata"] = {"HTTPStatusCode": 200}
+        return AWSResponse("", 200, {}, None), answer
     if operation in ("HeadObject", "DescribeTrainingJob", "DescribePipeline", "DescribePipelineExecution"):
         return _error("404" if service == "s3" else "ValidationException", "not found (dry run)",
                       404 if service == "s3" else 400)
     result: dict[str, Any] = {}
-    if operation == "GetRole":
-        name = last.get("RoleName", "role").split("/")[-1]
-        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                         "Principal": {"Service": "sagemaker.amazonaws.com"}}]}
-        result = {"Role": {"RoleName": name, "Arn": f"arn:aws:iam::{FAKE_ACCOUNT}:role/{name}", "Path": "/",
-                           "RoleId": "AROADRYRUN", "CreateDate": _dt.datetime(2024, 1, 1),
-                           "AssumeRolePolicyDocument": quote(json.dumps(trust))}}
-    elif operation == "SimulatePrincipalPolicy":
-        actions = last.get("ActionNames") or []
-        result = {"EvaluationResults": [{"EvalActionName": a, "EvalDecision": "allowed"} for a in actions],
-                  "IsTruncated": False}
+    if operation == "ListBuckets":
+        result = {"Buckets": [{"Name": body.get("bucket", "")}]}
     elif operation == "GetCallerIdentity":
         result = {"Account": FAKE_ACCOUNT, "Arn": f"arn:aws:iam::{FAKE_ACCOUNT}:user/dry-run", "UserId": "DRYRUN"}
-    elif operation == "ListBuckets":
-        result = {"Buckets": [{"Name": body.get("bucket", "")}]}
     elif operation == "CreateTrainingJob":
         result = {"TrainingJobArn": f"{arn}:training-job/{last.get('TrainingJobName', '')}"}
     elif operation in ("CreatePipeline", "UpdatePipeline"):
@@ -104,9 +121,10 @@ def _answer(service: str, operation: str, body: dict[str, Any], last: dict[str, 
 class Recorder:
     """Collects requests; `session()` gives a boto3 session wired to it."""
 
-    def __init__(self, region: str, bucket: str = ""):
+    def __init__(self, region: str, bucket: str = "", roles: Optional[dict[str, Any]] = None):
         self.region = region
         self.bucket = bucket
+        self.roles = dict(roles or {})
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._last = threading.local()
@@ -121,7 +139,7 @@ class Recorder:
     def _short_circuit(self, model: Any, **_: Any):
         service = model.service_model.service_name
         last = getattr(self._last, "params", {}) or {}
-        return _answer(service, model.name, {"bucket": self.bucket}, last, self.region)
+        return _answer(service, model.name, {"bucket": self.bucket}, last, self.region, self.roles)
 
     def session(self):
         """A boto3 session with static fake credentials whose clients never touch the network."""

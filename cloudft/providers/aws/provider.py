@@ -13,6 +13,7 @@ from .section import STACK_KEYS, AwsSection
 
 if TYPE_CHECKING:
     from ...plan import Plan
+    from ...preflight import Finding
     from ...registry import RunRecord
     from ...spec import JobSpec
     from ...stages import StageContext
@@ -27,6 +28,8 @@ class AwsProvider(Provider):
 
     def __init__(self) -> None:
         self.section: Optional[AwsSection] = None
+        #: the `--stack`'s roles and their policy documents (its `iam_policies` output), when known
+        self.stack_iam: dict[str, Any] = {}
 
     # -- spec ---------------------------------------------------------------------------------
     def validate_section(self, spec: "JobSpec") -> None:
@@ -36,16 +39,15 @@ class AwsProvider(Provider):
         if self.stack:
             from cloudft.infra.outputs import stack_outputs
 
+            from .preflight import stack_iam_of
+
             outputs = stack_outputs("aws", self.stack) or {}
             values = {**{k: v for k, v in outputs.items() if k in STACK_KEYS and v not in (None, "")}, **values}
+            self.stack_iam = stack_iam_of(outputs)
         section = AwsSection.model_validate(values)
         if section.network_isolation and spec.secrets:
             raise CloudftError("aws.network_isolation blocks the container from fetching secrets",
                                hint="drop the secrets (use a public model) or turn network isolation off")
-        if section.network_isolation and not section.image_uri:
-            raise CloudftError("aws.network_isolation needs aws.image_uri: the Hugging Face image installs "
-                               "train_entry's requirements from PyPI at start",
-                               hint="build train_entry/Dockerfile into ECR and set aws.image_uri")
         self.section = section
 
     def check_submit(self, spec: "JobSpec") -> None:
@@ -64,6 +66,13 @@ class AwsProvider(Provider):
         where = f"{name}'s aws: section" + (f" or stack '{self.stack}'" if self.stack else "")
         raise CloudftError(f"aws.{missing[0]} is not set in {where}",
                            hint=f"add '{missing[0]}: ...' under aws: in the spec, or pass --stack NAME")
+
+    def preflight(self, plan: "Plan") -> "list[Finding]":
+        """The AWS rules (cloudft/providers/aws/preflight.py) on the plan; no AWS calls."""
+        from .preflight import AwsView, preflight
+
+        section = self._section(plan.spec)
+        return preflight(AwsView(plan, section, section.region or _configured_region(), self.stack_iam))
 
     def _section(self, spec: "JobSpec") -> AwsSection:
         if self.section is None:
@@ -99,14 +108,18 @@ class AwsProvider(Provider):
     # -- lifecycle ----------------------------------------------------------------------------
     def submit(self, plan: "Plan", *, dry_run: bool = False, **options: Any):
         """Start the plan (idempotent); with `dry_run`, the requests it would send instead."""
+        from .preflight import enforce_on_requests
         from .submit import Submitter
 
         section = self._section(plan.spec)
         if dry_run:
             from .dryrun import Recorder, validate_request
 
-            recorder = Recorder(region=section.region or _default_region(), bucket=section.bucket or "")
-            Submitter(plan, section, recorder.session()).submit()
+            recorder = Recorder(region=section.region or _default_region(), bucket=section.bucket or "",
+                                roles=self.stack_iam)
+            session = recorder.session()
+            enforce_on_requests(session)  # the documented rules, on every request actually built
+            Submitter(plan, section, session).submit()
             for req in recorder.requests:
                 if req["operation"] != "PutObject":  # its Body is shown as a size, validated at record time
                     validate_request(req["service"], req["operation"], req["params"])
@@ -115,6 +128,7 @@ class AwsProvider(Provider):
         from .session import boto_session
 
         boto = boto_session(section)
+        enforce_on_requests(boto)
         sub = Submitter(plan, section, boto).submit()
         reg = Registry()
         known = reg.find(provider=self.name, external_id=sub.external_id)
@@ -216,3 +230,12 @@ def _default_region() -> str:
     import boto3
 
     return boto3.Session().region_name or "us-east-1"
+
+
+def _configured_region() -> str:
+    """The AWS profile's region for preflight ("" when boto3 is absent or none is configured: not guessed)."""
+    try:
+        import boto3
+    except ImportError:
+        return ""
+    return boto3.Session().region_name or ""

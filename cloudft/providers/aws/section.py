@@ -10,17 +10,11 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-#: Hugging Face training DLC versions bundled in sagemaker-core's image_uri_config (tested default first).
-HF_TRAINING_VERSIONS: dict[str, tuple[str, str]] = {
-    "4.56.2": ("pytorch2.8.0", "py312"),
-    "4.55.0": ("pytorch2.7.1", "py312"),
-    "4.49.0": ("pytorch2.5.1", "py311"),
-    "5.3.0": ("pytorch2.9.0", "py312"),
-}
-DEFAULT_TRANSFORMERS = "4.56.2"
+from .images import DEFAULT_TRANSFORMERS, HF_TRAINING_IMAGES
 
 #: Keys the infra stack exports under the same names (see cloudft.infra.outputs).
-STACK_KEYS = ("region", "role_arn", "bucket", "prefix", "kms_key_arn", "subnets", "security_group_ids",
+STACK_KEYS = ("region", "role_arn", "pipeline_role_arn", "bucket", "prefix", "kms_key_arn", "subnets",
+              "security_group_ids",
               "repository_url", "image_uri", "workteam_arn", "endpoint_name")
 
 
@@ -32,6 +26,8 @@ class AwsSection(BaseModel):
     # -- shared with the stack outputs --------------------------------------------------------
     region: Optional[str] = Field(None, description="AWS region (default: the AWS profile's region).")
     role_arn: Optional[str] = Field(None, description="SageMaker execution role ARN.")
+    pipeline_role_arn: Optional[str] = Field(None, description="Role of multi-stage SageMaker pipelines "
+                                                                "(default: role_arn).")
     bucket: Optional[str] = Field(None, description="S3 bucket for data, code, checkpoints and outputs.")
     prefix: str = Field("cloudft", description="Key prefix inside the bucket.")
     kms_key_arn: Optional[str] = Field(None, description="KMS key for S3 outputs, volumes and endpoints.")
@@ -65,12 +61,12 @@ class AwsSection(BaseModel):
     @field_validator("transformers_version")
     @classmethod
     def _known_version(cls, v: str) -> str:
-        if v not in HF_TRAINING_VERSIONS:
+        if v not in HF_TRAINING_IMAGES:
             raise ValueError(f"no Hugging Face training image for transformers {v}; "
-                             f"known: {', '.join(HF_TRAINING_VERSIONS)}")
+                             f"known: {', '.join(HF_TRAINING_IMAGES)}")
         return v
 
-    @field_validator("role_arn")
+    @field_validator("role_arn", "pipeline_role_arn")
     @classmethod
     def _role(cls, v: Optional[str]) -> Optional[str]:
         if v and not v.startswith("arn:aws"):

@@ -4,14 +4,19 @@
   the spec, so throttling and 5xx answers are retried with backoff.
 - Endpoint override: botocore's own `AWS_ENDPOINT_URL` (and `AWS_ENDPOINT_URL_<SERVICE>`) variables point
   every client at a local emulator (moto, LocalStack). When that endpoint is a loopback address, the one
-  IAM call such emulators lack (`iam:SimulatePrincipalPolicy`, which the SageMaker SDK uses to pre-check
-  the execution role) is answered locally with "allowed" (after the role itself was looked up for real);
-  against real AWS nothing is changed.
+  IAM call such emulators lack (`iam:SimulatePrincipalPolicy`) is answered by evaluating the role's own
+  policies, read from the emulator (cloudft.providers.aws.iam_eval): a missing permission is denied there
+  as in IAM. Against real AWS nothing is changed.
+- Uploads: the SDK's staging (`Session.upload_data`) skips `__pycache__` and `*.pyc` (its own driver folder
+  ships bytecode from the installed package).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import threading
 from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlparse
 
@@ -42,15 +47,56 @@ def client_config(section: "AwsSection"):
                   user_agent_extra="cloudft")
 
 
-def _simulate_allowed(params: dict[str, Any], **_: Any):
-    """Answer iam:SimulatePrincipalPolicy with "allowed" for every action asked (emulators only)."""
-    from botocore.awsrequest import AWSResponse
+class _LocalSimulator:
+    """iam:SimulatePrincipalPolicy for emulators that lack it: the role's inline and attached policies, read from
+    the emulator, evaluated by cloudft.providers.aws.iam_eval (the request's own parameters, kept per thread)."""
 
-    body = params.get("body") or {}
-    actions = [v for k, v in sorted(body.items()) if k.startswith("ActionNames.member.")]
-    result = {"EvaluationResults": [{"EvalActionName": a, "EvalResourceName": "*", "EvalDecision": "allowed"}
-                                    for a in actions], "IsTruncated": False}
-    return AWSResponse(params.get("url", ""), 200, {}, None), result
+    def __init__(self, session: "boto3.Session"):
+        self.session = session
+        self.last = threading.local()
+
+    def keep(self, params: dict[str, Any], **_: Any) -> None:
+        self.last.params = dict(params)
+
+    def policies(self, role_arn: str) -> list[Any]:
+        iam = self.session.client("iam")
+        name = role_arn.split(":role/", 1)[1].rsplit("/", 1)[-1]
+        docs: list[Any] = [iam.get_role_policy(RoleName=name, PolicyName=p)["PolicyDocument"]
+                           for p in iam.list_role_policies(RoleName=name)["PolicyNames"]]
+        for att in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
+            pol = iam.get_policy(PolicyArn=att["PolicyArn"])["Policy"]
+            docs.append(iam.get_policy_version(PolicyArn=att["PolicyArn"],
+                                               VersionId=pol["DefaultVersionId"])["PolicyVersion"]["Document"])
+        return docs
+
+    def answer(self, params: dict[str, Any], **_: Any):
+        from botocore.awsrequest import AWSResponse
+
+        from .rolecheck import simulate_response
+
+        asked = getattr(self.last, "params", {}) or {}
+        result = simulate_response(self.policies(asked["PolicySourceArn"]), asked)
+        return AWSResponse(params.get("url", ""), 200, {}, None), result
+
+
+def sdk_role_check_off():
+    """Turn off the SageMaker SDK's own role validation while a ModelTrainer is built (its only switch is the
+    SAGEMAKER_VALIDATE_ROLE variable, read by sagemaker-core's resolve_and_validate_role); cloudft runs its own."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def scope():
+        before = os.environ.get("SAGEMAKER_VALIDATE_ROLE")
+        os.environ["SAGEMAKER_VALIDATE_ROLE"] = "false"
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("SAGEMAKER_VALIDATE_ROLE", None)
+            else:
+                os.environ["SAGEMAKER_VALIDATE_ROLE"] = before
+
+    return scope()
 
 
 def boto_session(section: "AwsSection") -> "boto3.Session":
@@ -64,8 +110,29 @@ def boto_session(section: "AwsSection") -> "boto3.Session":
         raise CloudftError("no AWS region", hint="set aws.region in the spec, AWS_DEFAULT_REGION, or use --stack")
     session._session.set_default_client_config(client_config(section))
     if is_local_endpoint():
-        session.events.register("before-call.iam.SimulatePrincipalPolicy", _simulate_allowed)
+        simulator = _LocalSimulator(session)
+        session.events.register_last("before-parameter-build.iam.SimulatePrincipalPolicy", simulator.keep)
+        session.events.register("before-call.iam.SimulatePrincipalPolicy", simulator.answer)
     return session
+
+
+def _without_bytecode(cls):
+    """A subclass of the SDK's Session whose uploads leave out __pycache__ and *.pyc."""
+
+    class Session(cls):  # type: ignore[misc, valid-type]
+        def upload_data(self, path, *args, **kwargs):
+            if os.path.isdir(path):
+                tmp = tempfile.mkdtemp(prefix="cloudft-upload-")
+                try:
+                    clean = os.path.join(tmp, os.path.basename(os.path.normpath(path)))
+                    shutil.copytree(path, clean, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                    return super().upload_data(clean, *args, **kwargs)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            return super().upload_data(path, *args, **kwargs)
+
+    Session.__name__ = Session.__qualname__ = f"Clean{cls.__name__}"
+    return Session
 
 
 def sagemaker_session(section: "AwsSection", boto: "boto3.Session", pipeline: bool = False):
@@ -75,12 +142,13 @@ def sagemaker_session(section: "AwsSection", boto: "boto3.Session", pipeline: bo
     if pipeline:
         from sagemaker.core.workflow.pipeline_context import PipelineSession
 
-        return PipelineSession(boto_session=boto, default_bucket=section.bucket, sagemaker_config=config,
-                               default_bucket_prefix=section.prefix or None)
+        return _without_bytecode(PipelineSession)(boto_session=boto, default_bucket=section.bucket,
+                                                  sagemaker_config=config,
+                                                  default_bucket_prefix=section.prefix or None)
     from sagemaker.core.helper.session_helper import Session
 
-    return Session(boto_session=boto, default_bucket=section.bucket, sagemaker_config=config,
-                   default_bucket_prefix=section.prefix or None)
+    return _without_bytecode(Session)(boto_session=boto, default_bucket=section.bucket, sagemaker_config=config,
+                                      default_bucket_prefix=section.prefix or None)
 
 
 def import_pipeline_api(region: str):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ...errors import CloudftError
 from . import naming
-from .staging import LAUNCHER, stage_source_dir, upload_if_missing
+from .staging import LAUNCHER, TEMPLATES, stage_source_dir, upload_if_missing
 
 if TYPE_CHECKING:
     from ...plan import Plan, StagePlan
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONTAINER_DATA = "/opt/ml/input/data"
+CHECKPOINT_DIR = "/opt/ml/checkpoints"
 ACTIVE = {"InProgress", "Stopping", "Executing"}
 MAX_COUNTER = 50
 
@@ -34,16 +35,88 @@ def dataset_uri(section: "AwsSection", version: str, filename: str) -> str:
 
 
 def secret_refs(secrets: dict[str, str]) -> dict[str, str]:
-    """The spec's secrets as Secrets Manager references (env: refs would put a value in the job request)."""
+    """The spec's secrets as Secrets Manager references (env: refs would put a value in the job request).
+
+    A reference is `arn:aws:secretsmanager:...:secret:NAME-AbCdEf` or `secretsmanager:NAME`, either optionally
+    followed by `:json_key` (one key of a key/value secret); parsed by the launcher's own `parse_ref`."""
+    launcher = launcher_module()
     refs = {}
     for name, ref in secrets.items():
-        if ref.startswith(("arn:aws:secretsmanager:", "secretsmanager:")):
-            refs[name] = ref
-        else:
-            raise CloudftError(f"secret {name} ({ref.split(':')[0]}:...) cannot be passed to a SageMaker job",
-                               hint="store it in Secrets Manager and reference it as arn:aws:secretsmanager:... "
-                                    "or secretsmanager:NAME")
+        try:
+            launcher.parse_ref(ref)
+        except ValueError as exc:
+            raise CloudftError(f"secret {name} ({ref.split(':')[0]}:...) cannot be passed to a SageMaker job: {exc}",
+                               hint="store it in Secrets Manager and reference it as arn:aws:secretsmanager:... or "
+                                    "secretsmanager:NAME (add :json_key for one key of a key/value secret)"
+                               ) from None
+        refs[name] = ref
     return refs
+
+
+def secret_arns(secrets: dict[str, str]) -> list[str]:
+    """The full Secrets Manager ARNs among the spec's references (json keys dropped), for IAM checks; a reference by
+    name has no ARN before Secrets Manager resolves it."""
+    launcher = launcher_module()
+    return sorted({launcher.parse_ref(ref)[0] for ref in secrets.values()
+                   if ref.startswith("arn:") and ":secretsmanager:" in ref})
+
+
+def resource_config(plan: "Plan", section: "AwsSection") -> dict[str, Any]:
+    """CreateTrainingJob's ResourceConfig for the plan's instance choice. No VolumeKmsKeyId on types with local NVMe
+    storage: SageMaker refuses it there (botocore ResourceConfig.VolumeKmsKeyId); the instance store is encrypted
+    by the instance's hardware module, and aws.kms_key_arn still encrypts S3 outputs and uploads."""
+    from ...planner.catalog import has_local_storage
+
+    c = plan.estimate.instance
+    config: dict[str, Any] = {"InstanceType": c.type, "InstanceCount": c.count,
+                              "VolumeSizeInGB": plan.spec.compute.volume_gb}
+    if section.kms_key_arn and not has_local_storage(c.type):
+        config["VolumeKmsKeyId"] = section.kms_key_arn
+    return config
+
+
+def stopping_condition(plan: "Plan", section: "AwsSection") -> dict[str, int]:
+    """CreateTrainingJob's StoppingCondition: the runtime, and for spot the wait (default 2x runtime, at most 28 d)."""
+    compute = plan.spec.compute
+    condition = {"MaxRuntimeInSeconds": int(compute.max_runtime_hours * 3600)}
+    if compute.spot:
+        condition["MaxWaitTimeInSeconds"] = int((section.max_wait_hours or min(compute.max_runtime_hours * 2,
+                                                                                28 * 24)) * 3600)
+    return condition
+
+
+def checkpoint_config(stage: "StagePlan") -> dict[str, str]:
+    return {"S3Uri": stage.locations.checkpoint_uri, "LocalPath": CHECKPOINT_DIR}
+
+
+def planned_request(plan: "Plan", section: "AwsSection", stage: "StagePlan") -> dict[str, Any]:
+    """The parts of a stage's CreateTrainingJob request that cloudft decides (what preflight rules check)."""
+    return {"ResourceConfig": resource_config(plan, section), "StoppingCondition": stopping_condition(plan, section),
+            "EnableManagedSpotTraining": bool(plan.spec.compute.spot), "CheckpointConfig": checkpoint_config(stage)}
+
+
+def training_image(section: "AwsSection", region: str, instance_type: str) -> str:
+    """aws.image_uri, else the Hugging Face training DLC for aws.transformers_version from the SDK's image config."""
+    if section.image_uri:
+        return section.image_uri
+    from sagemaker.core import image_uris
+
+    from .images import HF_TRAINING_IMAGES
+
+    base, py, _, _ = HF_TRAINING_IMAGES[section.transformers_version]
+    return image_uris.retrieve(framework="huggingface", region=region, version=section.transformers_version,
+                               base_framework_version=base, py_version=py, instance_type=instance_type,
+                               image_scope="training")
+
+
+def launcher_module():
+    """templates/aws/cloudft_launch.py as a module (its `parse_ref` is the one parser of secret references)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cloudft_aws_launch", TEMPLATES / LAUNCHER)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _not_found(exc: Exception) -> bool:
@@ -83,17 +156,7 @@ class Submitter:
 
     # -- pieces -------------------------------------------------------------------------------
     def image(self) -> str:
-        if self.section.image_uri:
-            return self.section.image_uri
-        from sagemaker.core import image_uris
-
-        from .section import HF_TRAINING_VERSIONS
-
-        base, py = HF_TRAINING_VERSIONS[self.section.transformers_version]
-        return image_uris.retrieve(framework="huggingface", region=self.boto.region_name,
-                                   version=self.section.transformers_version, base_framework_version=base,
-                                   py_version=py, instance_type=self.compute.type,
-                                   image_scope="training")
+        return training_image(self.section, self.boto.region_name, self.compute.type)
 
     def upload_data(self, stage: "StagePlan") -> list:
         """Dataset files → s3://bucket/prefix/datasets/<version>/<file> (skipped when present); the channels."""
@@ -134,45 +197,69 @@ class Submitter:
         from sagemaker.train import ModelTrainer
         from sagemaker.train.distributed import Torchrun
 
+        from .session import sdk_role_check_off
+
         s, spec, c = self.section, self.plan.spec, self.compute
         code_dir = stage_source_dir(Path(self._tmp.name) / stage.name, stage.run_config,
                                     with_requirements=not s.image_uri)
-        runtime = int(spec.compute.max_runtime_hours * 3600)
-        stopping = StoppingCondition(max_runtime_in_seconds=runtime)
-        if spec.compute.spot:
-            wait = int((s.max_wait_hours or min(spec.compute.max_runtime_hours * 2, 28 * 24)) * 3600)
-            if wait <= runtime:
-                raise CloudftError(f"aws.max_wait_hours ({wait / 3600:g}) must be more than "
-                                   f"compute.max_runtime_hours ({runtime / 3600:g}) for spot training",
-                                   hint="raise aws.max_wait_hours or lower compute.max_runtime_hours")
-            stopping = StoppingCondition(max_runtime_in_seconds=runtime, max_wait_time_in_seconds=wait)
+        rc, stop = resource_config(self.plan, s), stopping_condition(self.plan, s)
         networking = None
         if s.subnets or s.security_group_ids or s.network_isolation or s.inter_container_encryption:
             networking = Networking(subnets=s.subnets or None, security_group_ids=s.security_group_ids or None,
                                     enable_network_isolation=s.network_isolation,
                                     enable_inter_container_traffic_encryption=s.inter_container_encryption)
-        return ModelTrainer(
-            training_image=self.image(),
-            role=s.role_arn,
-            sagemaker_session=sm_session,
-            base_job_name=job_name,
-            input_s3_key_prefix="code",  # under the session's default_bucket_prefix (aws.prefix)
-            source_code=SourceCode(source_dir=str(code_dir), entry_script=LAUNCHER,
-                                   requirements="requirements.txt" if (code_dir / "requirements.txt").exists()
-                                   else None),
-            compute=Compute(instance_type=c.type, instance_count=c.count,
-                            volume_size_in_gb=spec.compute.volume_gb, volume_kms_key_id=s.kms_key_arn,
-                            enable_managed_spot_training=spec.compute.spot),
-            stopping_condition=stopping,
-            checkpoint_config=CheckpointConfig(s3_uri=stage.locations.checkpoint_uri,
-                                               local_path="/opt/ml/checkpoints"),
-            output_data_config=OutputDataConfig(s3_output_path=stage.locations.output_uri,
-                                                kms_key_id=s.kms_key_arn, compression_type="GZIP"),
-            distributed=Torchrun(process_count_per_node=max(c.gpus, 1)) if c.distributed else None,
-            environment=self.environment(stage),
-            networking=networking,
-            tags=self.tags(),
-        )
+        with sdk_role_check_off():  # cloudft checks the role itself (rolecheck.py says why)
+            return ModelTrainer(
+                training_image=self.image(),
+                role=s.role_arn,
+                sagemaker_session=sm_session,
+                base_job_name=job_name,
+                input_s3_key_prefix="code",  # under the session's default_bucket_prefix (aws.prefix)
+                source_code=SourceCode(source_dir=str(code_dir), entry_script=LAUNCHER,
+                                       requirements="requirements.txt" if (code_dir / "requirements.txt").exists()
+                                       else None),
+                compute=Compute(instance_type=rc["InstanceType"], instance_count=rc["InstanceCount"],
+                                volume_size_in_gb=rc["VolumeSizeInGB"], volume_kms_key_id=rc.get("VolumeKmsKeyId"),
+                                enable_managed_spot_training=spec.compute.spot),
+                stopping_condition=StoppingCondition(max_runtime_in_seconds=stop["MaxRuntimeInSeconds"],
+                                                     max_wait_time_in_seconds=stop.get("MaxWaitTimeInSeconds")),
+                checkpoint_config=CheckpointConfig(s3_uri=stage.locations.checkpoint_uri, local_path=CHECKPOINT_DIR),
+                output_data_config=OutputDataConfig(s3_output_path=stage.locations.output_uri,
+                                                    kms_key_id=s.kms_key_arn, compression_type="GZIP"),
+                distributed=Torchrun(process_count_per_node=max(c.gpus, 1)) if c.distributed else None,
+                environment=self.environment(stage),
+                networking=networking,
+                tags=self.tags(),
+            )
+
+    # -- roles ----------------------------------------------------------------------------------
+    def role_values(self) -> tuple[dict[str, Any], set[str]]:
+        """The permissions manifest's template values and features for this plan (cloudft.providers.aws.permissions)."""
+        from .images import ecr_repository_arn
+
+        s, region = self.section, self.boto.region_name
+        arn = (s.role_arn or "arn:aws:iam::000000000000:role/unknown").split(":")
+        values: dict[str, Any] = {
+            "partition": arn[1], "account": arn[4], "region": region, "bucket": s.bucket, "prefix": s.prefix,
+            "kms_key": s.kms_key_arn or "", "role": s.role_arn, "pipeline_role": s.pipeline_role_arn or s.role_arn,
+            "repository": [r for r in [ecr_repository_arn(self.image())] if r],
+            "secret": secret_arns(self.plan.spec.secrets), "subnet": list(s.subnets),
+            "security_group": list(s.security_group_ids)}
+        features = {f for f, on in (("kms", s.kms_key_arn), ("vpc", s.subnets), ("secrets", values["secret"]),
+                                    ("ecr", values["repository"]), ("pipeline", self.plan.multi_stage)) if on}
+        return values, features
+
+    def verify_roles(self) -> None:
+        """cloudft's own role check (rolecheck.py): the job role, and for a pipeline the pipeline role."""
+        from .rolecheck import check_role
+
+        iam = self.boto.client("iam")
+        values, features = self.role_values()
+        actors = [("job", self.section.role_arn)]
+        if self.plan.multi_stage:
+            actors.append(("pipeline", self.section.pipeline_role_arn or self.section.role_arn))
+        for actor, arn in actors:
+            check_role(iam, arn, actor, values, features).raise_if_refused()
 
     # -- single job -----------------------------------------------------------------------------
     def _job_state(self, name: str) -> Optional[str]:
@@ -205,10 +292,10 @@ class Submitter:
         meta = {"jobs": (name,), "output_uri": stage.locations.output_uri}
         if adopt:
             return Submission("job", name, adopted=True, handle=meta)
+        self.verify_roles()
         channels = self.upload_data(stage)
         trainer = self.trainer(stage, sagemaker_session(self.section, self.boto), name)
-        request = trainer._create_training_job_args(input_data_config=channels, boto3=True)
-        request["TrainingJobName"] = name
+        request = training_job_request(trainer, channels, name)
         try:
             self.sm.create_training_job(**request)
         except ClientError as exc:
@@ -226,6 +313,7 @@ class Submitter:
         from .session import import_pipeline_api, sagemaker_session
 
         Pipeline, TrainingStep = import_pipeline_api(self.boto.region_name)
+        self.verify_roles()
         psess = sagemaker_session(self.section, self.boto, pipeline=True)
         steps: list = []
         for stage in self.plan.stages:
@@ -246,7 +334,7 @@ class Submitter:
         pipe = self.pipeline()
         meta = {"pipeline": pipe.name, "steps": tuple(s.name for s in pipe.steps),
                 "output_uri": self.plan.stages[-1].locations.output_uri}
-        pipe.upsert(role_arn=self.section.role_arn,
+        pipe.upsert(role_arn=self.section.pipeline_role_arn or self.section.role_arn,
                      description=f"cloudft {self.plan.spec.name}: {' → '.join(s.method for s in self.plan.stages)}",
                      tags=[{"Key": t.key, "Value": t.value} for t in self.tags()])
         summaries = self.sm.list_pipeline_executions(PipelineName=pipe.name).get("PipelineExecutionSummaries", [])
@@ -268,3 +356,31 @@ class Submitter:
             return self.submit_pipeline() if self.plan.multi_stage else self.submit_job()
         finally:
             self._tmp.cleanup()
+
+
+#: The sagemaker-train releases whose private `ModelTrainer._create_training_job_args(input_data_config, boto3)`
+#: cloudft calls to get the request ModelTrainer builds (the public `train()` names jobs with a timestamp, which
+#: would break idempotent names). pyproject pins the same range; tests/test_aws_sdk_contract.py tests the contract.
+SDK_TESTED = ">=1.27,<1.28"
+
+
+def training_job_request(trainer, channels: list, name: str) -> dict[str, Any]:
+    """The CreateTrainingJob request ModelTrainer builds, under cloudft's deterministic name; refuses an SDK whose
+    private request builder changed shape instead of sending a half-built request."""
+    import inspect
+
+    from .dryrun import validate_request
+
+    build = getattr(type(trainer), "_create_training_job_args", None)
+    params = set(inspect.signature(build).parameters) if build else set()
+    if not {"input_data_config", "boto3"} <= params:
+        raise CloudftError("this sagemaker-train has no ModelTrainer._create_training_job_args(input_data_config, "
+                           "boto3), which cloudft uses to build the training job request",
+                           hint=f"install a tested release: pip install 'sagemaker-train{SDK_TESTED}'")
+    request = build(trainer, input_data_config=channels, boto3=True)
+    if not isinstance(request, dict) or "AlgorithmSpecification" not in request:
+        raise CloudftError("sagemaker-train's ModelTrainer built no CreateTrainingJob request",
+                           hint=f"install a tested release: pip install 'sagemaker-train{SDK_TESTED}'")
+    request["TrainingJobName"] = name
+    validate_request("sagemaker", "CreateTrainingJob", request)
+    return request
