@@ -56,6 +56,16 @@ class OutputsSpec(StrictModel):
     dir: str = Field("runs", description="Local directory for local runs (relative to the spec file).")
 
 
+class ServeConfig(StrictModel):
+    """Limits of what `cloudft deploy` serves: each request asking for more gets HTTP 400 with the reason.
+
+    The local transformers server and the Azure scoring script enforce both; vLLM (SageMaker, local with a GPU)
+    gets `max_model_len` = prompt + answer when max_prompt_tokens is set here (vLLM has no separate answer cap)."""
+
+    max_new_tokens: int = Field(512, ge=1, le=32768, description="Most tokens one request may generate.")
+    max_prompt_tokens: int = Field(4096, ge=1, le=1048576, description="Longest prompt, in tokens.")
+
+
 class StageSpec(StrictModel):
     """One stage of a multi-stage spec. Unset sections inherit the top level."""
 
@@ -96,6 +106,7 @@ class JobSpec(StrictModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     secrets: dict[str, str] = Field(
         default_factory=dict,
         description="ENV_NAME: reference (Secrets Manager ARN/name, Key Vault secret name, or env:VAR). Never a value.",

@@ -14,7 +14,6 @@ Layout of a local run (under the spec's `outputs.dir`, default `runs/` beside th
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from ..errors import CloudftError
 from ..handles import LocalHandle
+from ..processes import alive, stop_group
 from ..registry import Registry, RunRecord
 from ..stages import StageLocations
 from .base import Provider
@@ -108,7 +108,7 @@ class LocalProvider(Provider):
     def status(self, run: RunRecord) -> RunRecord:
         if run.finished or run.pid is None:
             return run
-        if not _alive(run.pid):
+        if not alive(run.pid):
             time.sleep(0.2)  # the runner may be writing its final status right now
             fresh = Registry().get(run.run_id)
             if fresh.finished:
@@ -147,16 +147,8 @@ class LocalProvider(Provider):
     def stop(self, run: RunRecord) -> RunRecord:
         if run.finished:
             return run
-        if run.pid and _alive(run.pid):
-            try:
-                os.killpg(run.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            deadline = time.time() + STOP_GRACE_S + 10
-            while time.time() < deadline and _alive(run.pid):
-                time.sleep(0.2)
-            if _alive(run.pid):
-                os.killpg(run.pid, signal.SIGKILL)
+        if run.pid:
+            stop_group(run.pid, STOP_GRACE_S + 10)
         rec = Registry().get(run.run_id)
         if not rec.finished:
             rec = Registry().update(run.run_id, status="stopped")
@@ -179,16 +171,45 @@ class LocalProvider(Provider):
         return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours counts as dead.
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        return waited == 0
-    except ChildProcessError:
-        return True
+    # -- serving: an OpenAI-compatible server on this machine (cloudft.serving.local) ------------------------
+    def deploy(self, run: RunRecord, **options: Any) -> dict[str, Any]:
+        """Serve RUN here, whichever provider trained it (a cloud run's outputs are downloaded first)."""
+        from ..serving.local import deploy_local
+        from . import get_provider
+
+        trained_on = self if run.provider == self.name else get_provider(run.provider)
+        run = trained_on.status(run)
+        if run.status != "completed":
+            raise CloudftError(f"run {run.run_id} is {run.status}; deploy a completed run",
+                               hint=f"cloudft status {run.run_id}")
+        handle = trained_on.handle(run)
+        output = trained_on.artifacts(run)
+        return deploy_local(run, handle, Path(output), endpoint_name=options.get("endpoint_name"),
+                            host=options.get("host") or "127.0.0.1", port=options.get("port"),
+                            timeout=float(options.get("timeout") or 900))
+
+    def invoke(self, endpoint: str, prompt: str, **options: Any) -> str:
+        from ..serving.local import invoke_local
+
+        return invoke_local(endpoint, prompt, max_new_tokens=int(options.get("max_new_tokens") or 128),
+                            base=bool(options.get("base")), chat=bool(options.get("chat")))
+
+    def undeploy(self, endpoint: str, **options: Any) -> None:
+        from ..serving.local import undeploy_local
+
+        undeploy_local(endpoint)
+
+    def smoke(self, run: RunRecord, deployed: dict[str, Any], prompt: str):
+        """The endpoint's greedy answer against the same request through the adapter here, with PEFT."""
+        from ..serving.smoke import SMOKE_TOKENS, compare_with_reference
+        from ..serving.textgen import load_text_model
+        from train_entry.runtime import quiet_libraries
+
+        quiet_libraries()  # deploy's output stays readable
+        ref = load_text_model(deployed["base_model"], deployed["adapter"]) if deployed.get("adapter") \
+            else load_text_model(deployed["weights"])
+        reference = ref.generate(ref.encode(prompt), SMOKE_TOKENS).text
+        del ref
+        return compare_with_reference(prompt, lambda: self.invoke(deployed["endpoint"], prompt,
+                                                                  max_new_tokens=SMOKE_TOKENS), reference)
+
