@@ -56,14 +56,26 @@ class OutputsSpec(StrictModel):
     dir: str = Field("runs", description="Local directory for local runs (relative to the spec file).")
 
 
+#: the prompt limit of the transformers servers when the spec sets none
+DEFAULT_MAX_PROMPT_TOKENS = 4096
+
+
 class ServeConfig(StrictModel):
     """Limits of what `cloudft deploy` serves: each request asking for more gets HTTP 400 with the reason.
 
-    The local transformers server and the Azure scoring script enforce both; vLLM (SageMaker, local with a GPU)
-    gets `max_model_len` = prompt + answer when max_prompt_tokens is set here (vLLM has no separate answer cap)."""
+    The local transformers server and the Azure scoring script enforce both (and the model's context); vLLM
+    (SageMaker, local with a GPU) gets `max_model_len` = prompt + answer when max_prompt_tokens is set, else its
+    own limit, the model's context (vLLM has no separate cap on the answer)."""
 
     max_new_tokens: int = Field(512, ge=1, le=32768, description="Most tokens one request may generate.")
-    max_prompt_tokens: int = Field(4096, ge=1, le=1048576, description="Longest prompt, in tokens.")
+    max_prompt_tokens: Optional[int] = Field(
+        None, ge=1, le=1048576, description=f"Longest prompt, in tokens (unset: {DEFAULT_MAX_PROMPT_TOKENS} on "
+                                            "transformers servers, the model's context on vLLM).")
+
+    @property
+    def prompt_cap(self) -> int:
+        """The prompt limit a transformers server enforces."""
+        return self.max_prompt_tokens or DEFAULT_MAX_PROMPT_TOKENS
 
 
 class StageSpec(StrictModel):

@@ -323,7 +323,7 @@ def vllm_flags(decision: ServeDecision, served: Served, limits: "ServeConfig", *
             flags["quantization"] = decision.settings["quantization"]
     else:
         flags["served-model-name"] = name
-    if "max_prompt_tokens" in limits.model_fields_set:  # vLLM refuses prompt + max_tokens above max_model_len
+    if limits.max_prompt_tokens:  # vLLM refuses prompt + max_tokens above max_model_len
         flags["max-model-len"] = str(limits.max_prompt_tokens + limits.max_new_tokens)
     return flags
 

@@ -12,6 +12,7 @@ own session, waits until it answers /health, and records the endpoint under CLOU
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import CloudftError
+from ..errors import CloudftError, MissingExtraError
 from ..paths import home
 from ..processes import alive, stop_group
 from .compat import check_run, vllm_command, vllm_flags
@@ -139,6 +140,10 @@ def deploy_local(run: "RunRecord", handle: "RunHandle", output: Path, *, endpoin
     """Serve the run's output folder `output` on this machine (see the module docstring); returns what deploy
     prints: url, base_url, model names, engine, mode, pid, log."""
     decision, served = check_run("local", handle, run.run_id)
+    if decision.target.engine == "transformers":
+        for module, extra in (("fastapi", "serve"), ("uvicorn", "serve"), ("transformers", "train"), ("peft", "train")):
+            if importlib.util.find_spec(module) is None:
+                raise MissingExtraError(extra, module)
     name = endpoint_name or re.sub(r"[^A-Za-z0-9_.-]", "-", f"cft-{run.run_id}")[:63]
     folder = endpoint_dir(name)
     known = find_endpoint(name)

@@ -117,9 +117,9 @@ class Server:
         if max_tokens > lim.max_new_tokens:
             raise ApiError(400, f"{param} {max_tokens} is above this server's limit of {lim.max_new_tokens} tokens "
                                 "per answer (serve.max_new_tokens in the spec)", param)
-        if prompt_tokens > lim.max_prompt_tokens:
+        if prompt_tokens > lim.prompt_cap:
             raise ApiError(400, f"the prompt has {prompt_tokens} tokens, above this server's limit of "
-                                f"{lim.max_prompt_tokens} (serve.max_prompt_tokens in the spec)", "prompt")
+                                f"{lim.prompt_cap} (serve.max_prompt_tokens in the spec)", "prompt")
         if ctx and prompt_tokens + max_tokens > ctx:
             raise ApiError(400, f"this model's maximum context length is {ctx} tokens; the prompt has "
                                 f"{prompt_tokens} and {param} asks for {max_tokens}", param)
@@ -137,7 +137,7 @@ class Server:
         req = self.validate(raw, CompletionRequest)
         adapter = self.use_adapter(req.model)
         ids = self.tm.encode(req.text)
-        max_tokens = req.max_tokens or COMPLETION_DEFAULT_TOKENS
+        max_tokens = req.max_tokens or min(COMPLETION_DEFAULT_TOKENS, self.cfg.limits.max_new_tokens)
         self.check_lengths(len(ids), max_tokens, "max_tokens")
         gen = self._generate(ids, max_tokens, req, adapter)
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),

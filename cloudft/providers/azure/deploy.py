@@ -96,7 +96,7 @@ def serve_entities(run: "RunRecord", section: AzureSection, endpoint: str, insta
                                          description=f"cloudft: {run.name}", tags={"cloudft.run_id": run.run_id})
     env_vars = {"CLOUDFT_BASE_MODEL": handle.base_model,  # score.py refuses requests over the spec's limits
                 "CLOUDFT_MAX_NEW_TOKENS": str(handle.serve.max_new_tokens),
-                "CLOUDFT_MAX_PROMPT_TOKENS": str(handle.serve.max_prompt_tokens)}
+                "CLOUDFT_MAX_PROMPT_TOKENS": str(handle.serve.prompt_cap)}
     env_vars.update(handle.secret_env)  # names only: the scoring script fetches values from Key Vault
     deployment = ManagedOnlineDeployment(
         name=DEPLOYMENT, endpoint_name=endpoint, model=model, environment=env,
