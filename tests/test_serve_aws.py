@@ -84,3 +84,37 @@ def test_lora_adapter_smoke_test_compares_adapter_and_base(aws_env):
     report = prov.smoke(rec, result, "Compute 1 + 1.")
     assert not report.ok and "equals the bare base's" in report.detail
     prov.undeploy("lora-served")
+
+
+def test_an_aws_run_is_served_on_this_machine_before_paying_for_an_endpoint(aws_env, tiny_model, tmp_path):
+    """`cloudft deploy RUN --provider local` on a SageMaker run: its model.tar.gz is downloaded and served here."""
+    import io
+    import tarfile
+
+    from peft import LoraConfig
+
+    from test_serve_local import _adapter
+
+    from cloudft.providers.local import LocalProvider
+
+    prov, rec = _submit(aws_env, "try-here", "peft: {type: lora, r: 4, target_modules: [q_proj, v_proj]}")
+    adapter = _adapter(tiny_model, tmp_path / "adapter", LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj",
+                                                                                                  "v_proj"],
+                                                                    task_type="CAUSAL_LM"))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for f in adapter.iterdir():
+            tar.add(f, arcname=f.name)
+    sm, s3 = aws_env["boto"].client("sagemaker"), aws_env["boto"].client("s3")
+    uri = sm.describe_training_job(TrainingJobName=rec.external_id)["ModelArtifacts"]["S3ModelArtifacts"]
+    bucket, key = uri[5:].split("/", 1)
+    s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
+    local = LocalProvider()
+    out = local.deploy(rec, endpoint_name="try-here")
+    try:
+        assert out["mode"] == "adapter" and out["base_model"] == str(tiny_model)  # the adapter's own base
+        report = local.smoke(rec, out, "What is the capital of Japan?")
+        assert report.ok and report.check == "reference"
+    finally:
+        local.undeploy("try-here")
+    assert not [e for e in sm.list_endpoints()["Endpoints"] if e["EndpointName"] == "try-here"]

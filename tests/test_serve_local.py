@@ -308,3 +308,44 @@ def test_deploy_refuses_before_starting_anything(tmp_path, adapters, tiny_model)
     with pytest.raises(CloudftError, match="exited"):
         LocalProvider().deploy(broken, timeout=120)
     assert not list((home() / "endpoints").glob("*/endpoint.json"))
+
+
+
+@pytest.mark.parametrize("kind", ["lora", "dora"])
+def test_a_local_vllm_gets_the_sagemaker_containers_settings(kind, tmp_path, adapters, tiny_model, monkeypatch):
+    """With vLLM and a GPU here, deploy starts vLLM's OpenAI server with the LoRA flags the SageMaker container
+    gets, or (DoRA) merges the adapter here with train_entry's merge and serves the merged weights."""
+    import os
+
+    from train_entry.config import PeftConfig
+
+    from cloudft.errors import CloudftError
+    from cloudft.providers.local import LocalProvider
+    from cloudft.serving import compat
+
+    # a stand-in for vLLM's OpenAI server (not installable here): records its command line and exits
+    fake = tmp_path / "fake-vllm" / "vllm" / "entrypoints" / "openai"
+    fake.mkdir(parents=True)
+    for d in (fake, fake.parent, fake.parent.parent):
+        (d / "__init__.py").write_text("")
+    argv_file = tmp_path / "argv.json"
+    (fake / "api_server.py").write_text(f"import json, sys\nopen({str(argv_file)!r}, 'w').write(json.dumps(sys.argv))"
+                                        "\nsys.exit(1)\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path / 'fake-vllm'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setattr(compat, "local_engine", lambda: "vllm")  # and a GPU
+    rec = _local_run(tmp_path, f"vllm-{kind}", adapters["lora"], base_model=str(tiny_model), artifact="adapter",
+                     peft=PeftConfig(type=kind, r=12, target_modules=["q_proj", "v_proj"]))
+    with pytest.raises(CloudftError, match="exited"):
+        LocalProvider().deploy(rec, endpoint_name=f"vllm-{kind}", port=8123, timeout=120)
+    argv = json.loads(argv_file.read_text())[1:]  # what vLLM's argument parser would read
+    assert argv[argv.index("--port") + 1] == "8123" and argv[argv.index("--host") + 1] == "127.0.0.1"
+    flags = {a: argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else "" for i, a in
+             enumerate(argv) if a.startswith("--")}
+    output = tmp_path / f"vllm-{kind}" / "0-sft" / "output"
+    if kind == "lora":
+        assert flags["--model"] == str(tiny_model) and flags["--enable-lora"] == ""
+        assert flags["--lora-modules"] == f"made={output}" and flags["--max-lora-rank"] == "16"
+        assert flags["--max-loras"] == "1" and flags["--served-model-name"] == "made-base"
+    else:
+        assert flags["--model"] == str(output / "merged") and "--enable-lora" not in flags
+        assert flags["--served-model-name"] == "made" and (output / "merged" / "config.json").is_file()

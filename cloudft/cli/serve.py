@@ -42,6 +42,7 @@ def deploy_cmd(run_id: str, provider: Optional[str], instance_type: Optional[str
 
     rec = Registry().get(run_id)
     prov = get_provider(provider or rec.provider)
+    _options_fit(prov.name)
     if prov.name == "local" and host not in LOOPBACK:
         console().print(f"[yellow]warning:[/] the local server has no authentication: anyone who can reach "
                         f"{host} can use it")
@@ -64,6 +65,22 @@ def deploy_cmd(run_id: str, provider: Optional[str], instance_type: Optional[str
         out.print(f"  prompt: {report.prompt!r}\n  answer: {report.answer!r}", markup=False)
     if not report.ok:
         raise SystemExit(1)
+
+
+LOCAL_ONLY = ("host", "port", "timeout")
+
+
+def _options_fit(provider: str) -> None:
+    """Refuse options the chosen provider would not use (rather than ignoring them)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    given = [n for n in ctx.params if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+    wrong = [n for n in given if (n in LOCAL_ONLY) != (provider == "local") and n in (*LOCAL_ONLY, "instance_type")]
+    if wrong:
+        opts = ", ".join("--" + n.replace("_", "-") for n in wrong)
+        raise CloudftError(f"{opts} {'does' if len(wrong) == 1 else 'do'} not apply to --provider {provider}",
+                           hint="--host/--port/--timeout are for local; --instance-type for aws and azure")
 
 
 def _provider_for(endpoint: str, provider: Optional[str]) -> str:

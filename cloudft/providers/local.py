@@ -185,9 +185,11 @@ class LocalProvider(Provider):
                                hint=f"cloudft status {run.run_id}")
         handle = trained_on.handle(run)
         output = trained_on.artifacts(run)
-        return deploy_local(run, handle, Path(output), endpoint_name=options.get("endpoint_name"),
-                            host=options.get("host") or "127.0.0.1", port=options.get("port"),
-                            timeout=float(options.get("timeout") or 900))
+        result = deploy_local(run, handle, Path(output), endpoint_name=options.get("endpoint_name"),
+                              host=options.get("host") or "127.0.0.1", port=options.get("port"),
+                              timeout=float(options.get("timeout") or 900))
+        Registry().update(run.run_id, meta={"local_endpoint": result["endpoint"]})  # `cloudft status` shows it
+        return result
 
     def invoke(self, endpoint: str, prompt: str, **options: Any) -> str:
         from ..serving.local import invoke_local
@@ -196,9 +198,13 @@ class LocalProvider(Provider):
                             base=bool(options.get("base")), chat=bool(options.get("chat")))
 
     def undeploy(self, endpoint: str, **options: Any) -> None:
-        from ..serving.local import undeploy_local
+        from ..serving.local import find_endpoint, undeploy_local
 
+        known = find_endpoint(endpoint)
         undeploy_local(endpoint)
+        reg = Registry()
+        if known is not None and reg.find(run_id=known.run_id):
+            reg.update(known.run_id, meta={"local_endpoint": None})
 
     def smoke(self, run: RunRecord, deployed: dict[str, Any], prompt: str):
         """The endpoint's greedy answer against the same request through the adapter here, with PEFT."""
