@@ -20,6 +20,16 @@ from helpers import EXAMPLE_DATA
 from test_cli import cloudft
 
 
+@pytest.fixture(autouse=True)
+def _no_server_left():
+    """Whatever a test deployed is stopped after it, passed or failed."""
+    yield
+    from cloudft.serving.local import local_endpoints, undeploy_local
+
+    for name in local_endpoints():
+        undeploy_local(name, missing_ok=True)
+
+
 def _adapter(base: Path, out: Path, config) -> Path:
     """A PEFT adapter on `base` with non-trivial weights (so it answers differently from the base)."""
     import torch

@@ -223,8 +223,9 @@ class ServeDecision:
             return
         errors = [f for f in self.findings if f.severity == "error"]
         lines = "\n  ".join(f"{f.message}\n    rule {f.rule} ({f.source})" for f in errors)
+        fixes = "; or ".join(dict.fromkeys(f.fix for f in errors if f.fix)).replace("deploy RUN", f"deploy {run_id}")
         raise CloudftError(f"{self.target.label} cannot serve run {run_id}; nothing was created:\n  {lines}",
-                           hint="; or ".join(dict.fromkeys(f.fix for f in errors if f.fix)) or None)
+                           hint=fixes or None)
 
 
 def decide(target: ServeTarget, served: Served) -> ServeDecision:
