@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from ..registry import RunRecord
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 STOP_GRACE_S = 10
 
 
@@ -128,8 +127,11 @@ def _merged_weights(output: Path, base: str) -> Path:
     proc = subprocess.run([sys.executable, "-m", "train_entry", "merge", "--adapter", str(output), "--out", str(tmp),
                            "--base", base], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise CloudftError(f"merging the adapter in {output} failed (exit {proc.returncode}): "
-                           f"{(proc.stdout + proc.stderr).strip().splitlines()[-1:] or ''}",
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        last = ((proc.stdout + proc.stderr).strip().splitlines() or [""])[-1]
+        raise CloudftError(f"merging the adapter in {output} failed (exit {proc.returncode}): {last}",
                            hint="`python -m train_entry merge --adapter ADAPTER --out DIR` shows the whole error")
     tmp.rename(merged)
     return merged
