@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/data_throughput.py --records 200000
 	$(PY) benchmarks/label_load.py
 	$(PY) benchmarks/planner_plan_speed.py
+	$(PY) benchmarks/serve_latency.py
 
 clean:
 	rm -rf $(VENV) .cache runs examples/runs

@@ -36,12 +36,11 @@ class Capabilities:
 
 CAPABILITIES: dict[str, Capabilities] = {
     "local": Capabilities(
-        provider="local", spot=False, multi_node=False, pipelines=True, sharding=False, deploy=False, artifacts=True,
+        provider="local", spot=False, multi_node=False, pipelines=True, sharding=False, deploy=True, artifacts=True,
         launcher="torchrun", secret_refs=("env:",), data_schemes=(),
         why_not={"spot": "this machine has no spot capacity to save on",
                  "multi_node": "local runs use this one machine (compute.gpus_per_node processes)",
                  "sharding": "train_entry runs data parallel only (FSDP is not built yet)",
-                 "deploy": "local serving is not built yet",
                  "secret_refs": "local runs read secrets from this machine's environment (env:VAR); cloud "
                                 "references are resolved by aws/azure",
                  "data_schemes": "local runs read local files"}),

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from train_entry.config import PeftConfig
 
+from .spec import ServeConfig
+
 if TYPE_CHECKING:
     from .plan import Plan
 
@@ -27,13 +29,17 @@ class RunHandle(BaseModel):
     base_model: str = ""
     artifact: Optional[str] = Field(None, description="What the last stage writes: adapter, full_weights, reward_model.")
     peft: Optional[PeftConfig] = Field(None, description="The run's PEFT settings (deploy checks what can serve it).")
+    merged: bool = Field(False, description="The run also writes merged full weights beside its adapter "
+                                            "(export.merge), so a server that cannot load the adapter serves those.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="The spec's serving limits.")
 
     @classmethod
     def common(cls, plan: "Plan") -> dict:
         """The fields every provider's handle takes from the plan."""
         return {"stages": tuple(s.name for s in plan.stages),
                 "dataset_versions": dict(plan.stages[0].run_config.dataset_versions),
-                "base_model": plan.spec.base_model, "artifact": plan.stages[-1].produces, "peft": plan.spec.peft}
+                "base_model": plan.spec.base_model, "artifact": plan.stages[-1].produces, "peft": plan.spec.peft,
+                "merged": plan.spec.export.merge, "serve": plan.spec.serve}
 
 
 class LocalHandle(RunHandle):

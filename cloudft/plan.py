@@ -21,6 +21,7 @@ from train_entry.config import DataConfig, DistributedConfig, RunConfig
 from .capabilities import capabilities_of
 from .data.resolve import ResolvedData
 from .planner.result import Estimate
+from .serving.compat import ServeDecision, plan_serving
 from .spec import JobSpec, StageSpec
 from .stages import Artifact, StageContext, StageLinks, StageLocations, stage_artifact
 
@@ -72,6 +73,7 @@ class Plan:
     estimate: Estimate
     warnings: tuple[str, ...]
     rerun: bool = False
+    serving: tuple[ServeDecision, ...] = ()  # how each provider would serve the run (cloudft.serving.compat)
 
     @property
     def multi_stage(self) -> bool:
@@ -95,6 +97,7 @@ class Plan:
             "budget": self.spec.budget.model_dump(mode="json"),
             "stages": [s.to_dict() for s in self.stages],
             "warnings": list(self.warnings),
+            "serving": {d.target.provider: d.to_dict() for d in self.serving},
         }
         out.update(self.estimate.to_dict())
         return out
@@ -213,7 +216,7 @@ def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None, locat
         if w not in warnings:
             warnings.append(w)
     return Plan(spec=spec, provider=provider, run_id=run_id, stages=stages, data=data, estimate=estimate,
-                warnings=tuple(warnings), rerun=rerun)
+                warnings=tuple(warnings), rerun=rerun, serving=plan_serving(spec, stages[-1].produces))
 
 
 def check_before_submit(plan: Plan, force: bool = False) -> list[str]:

@@ -70,6 +70,28 @@ def _set_fields(model: BaseModel) -> dict[str, Any]:
 TrainingOverrides = Annotated[TrainingConfig, AfterValidator(_set_fields), PlainSerializer(dict)]
 
 
+#: the prompt limit of the transformers servers when the spec sets none
+DEFAULT_MAX_PROMPT_TOKENS = 4096
+
+
+class ServeConfig(StrictModel):
+    """Limits of what `cloudft deploy` serves: each request asking for more gets HTTP 400 with the reason.
+
+    The local transformers server and the Azure scoring script enforce both (and the model's context); vLLM
+    (SageMaker, local with a GPU) gets `max_model_len` = prompt + answer when max_prompt_tokens is set, else its
+    own limit, the model's context (vLLM has no separate cap on the answer)."""
+
+    max_new_tokens: int = Field(512, ge=1, le=32768, description="Most tokens one request may generate.")
+    max_prompt_tokens: Optional[int] = Field(
+        None, ge=1, le=1048576, description=f"Longest prompt, in tokens (unset: {DEFAULT_MAX_PROMPT_TOKENS} on "
+                                            "transformers servers, the model's context on vLLM).")
+
+    @property
+    def prompt_cap(self) -> int:
+        """The prompt limit a transformers server enforces."""
+        return self.max_prompt_tokens or DEFAULT_MAX_PROMPT_TOKENS
+
+
 class StageSpec(StrictModel):
     """One stage of a multi-stage spec. Unset sections inherit the top level.
 
@@ -105,6 +127,7 @@ class JobSpec(StrictModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     secrets: dict[str, str] = Field(
         default_factory=dict,
         description="ENV_NAME: reference (Secrets Manager ARN/name, Key Vault secret name, or env:VAR). Never a value.",

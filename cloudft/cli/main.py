@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stop": ("cloudft.cli.core:stop_cmd", "Stop a run (it checkpoints first)."),
     "artifacts": ("cloudft.cli.core:artifacts_cmd", "Show or download a run's outputs."),
     "report": ("cloudft.cli.core:report_cmd", "Show where a run's evaluation report is."),
-    "deploy": ("cloudft.cli.serve:deploy_cmd", "Serve a run's adapter on a managed endpoint."),
+    "deploy": ("cloudft.cli.serve:deploy_cmd", "Serve a run (here or on a managed endpoint) and smoke-test it."),
     "invoke": ("cloudft.cli.serve:invoke_cmd", "Send a prompt to a deployed endpoint."),
     "undeploy": ("cloudft.cli.serve:undeploy_cmd", "Remove what deploy created."),
     "catalog": ("cloudft.cli.catalog:catalog_group", "Instance catalogs and prices (list, refresh)."),

@@ -70,9 +70,32 @@ def render_plan(plan: "Plan", findings: "list[Finding]" = ()) -> None:
         else:
             section.add_row(escape(_fmt(value)))
         out.print(section)
+    _render_serving(plan)
     for w in plan.warnings:
         out.print(f"[yellow]warning:[/] {escape(w)}")
     _render_preflight(plan, findings)
+
+
+def _render_serving(plan: "Plan") -> None:
+    """How `cloudft deploy` would serve the run on each target (the plan's provider first), then the reasons."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    colour = {"adapter": "green", "weights": "green", "merged": "yellow", "refused": "red"}
+    severity = {"error": "red", "warning": "yellow", "info": "cyan"}
+    table = Table("target", "server", "serves", title="serving (cloudft deploy)", title_justify="left")
+    ordered = sorted(plan.serving, key=lambda d: d.target.provider != plan.provider)
+    for d in ordered:
+        name = d.target.provider + (" (this plan)" if d.target.provider == plan.provider else "")
+        table.add_row(name, escape(d.target.label), f"[{colour[d.mode]}]{escape(d.summary())}[/]")
+    out = console()
+    out.print(table)
+    for d in ordered:
+        for f in d.findings:
+            out.print(f"  {d.target.provider}: [{severity[f.severity]}]{escape(f.message)}[/]")
+            if f.fix:
+                out.print(f"    fix: {escape(f.fix)}")
+            out.print(f"    [dim]rule {escape(f.rule)}: {escape(f.source)}[/]")
 
 
 def _render_preflight(plan: "Plan", findings: "list[Finding]") -> None:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # keep imports light
     from ..plan import Plan
     from ..preflight import Finding
     from ..registry import RunRecord
+    from ..serving.smoke import SmokeReport
     from ..spec import JobSpec
     from ..stages import StageContext, StageLocations
 
@@ -114,10 +115,20 @@ class Provider(ABC):
         raise CloudftError(f"'artifacts' is not available for the {self.name} provider")
 
     def deploy(self, run: "RunRecord", **options: Any) -> dict[str, Any]:
+        """Serve the run's output (after checking, before creating anything, that this target can serve it:
+        cloudft.serving.compat); returns what deploy reports, with at least `endpoint` and `mode`."""
         raise CloudftError(f"'deploy' is not available for the {self.name} provider")
 
     def invoke(self, endpoint: str, prompt: str, **options: Any) -> str:
+        """One greedy completion of `prompt` (options: max_new_tokens; base=True asks the bare base model)."""
         raise CloudftError(f"'invoke' is not available for the {self.name} provider")
+
+    def smoke(self, run: "RunRecord", deployed: dict[str, Any], prompt: str) -> "SmokeReport":
+        """The smoke test after deploy: by default the endpoint's greedy answer must differ from its bare base's
+        (cloudft.serving.smoke); providers that have the adapter at hand compare with a local reference."""
+        from ..serving.smoke import compare_with_base
+
+        return compare_with_base(self, deployed["endpoint"], prompt, has_base=deployed.get("mode") == "adapter")
 
     def undeploy(self, endpoint: str, **options: Any) -> None:
         raise CloudftError(f"'undeploy' is not available for the {self.name} provider")

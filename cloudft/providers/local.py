@@ -14,15 +14,16 @@ Layout of a local run (under the spec's `outputs.dir`, default `runs/` beside th
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from ..errors import CloudftError
 from ..handles import LocalHandle
+from ..processes import alive, process_identity, same_process, stop_group
 from ..registry import Registry, RunRecord
 from ..stages import StageLocations
 from .base import Provider
@@ -168,13 +169,8 @@ class LocalProvider(Provider):
         this run's runner (after a reboot the id may belong to anything)."""
         if run.finished:
             return run
-        if run.pid and _is_runner(run):
-            _signal_group(run.pid, signal.SIGTERM)
-            deadline = time.time() + STOP_GRACE_S + 10
-            while time.time() < deadline and _is_runner(run):
-                time.sleep(0.2)
-            if _is_runner(run):
-                _signal_group(run.pid, signal.SIGKILL)
+        if run.pid:
+            stop_group(run.pid, STOP_GRACE_S + 10, still=lambda: _is_runner(run))
         rec = Registry().get(run.run_id)
         if not rec.finished:
             rec = Registry().update(run.run_id, status="stopped")
@@ -197,72 +193,70 @@ class LocalProvider(Provider):
         return out
 
 
-def process_identity(pid: int) -> Optional[dict[str, Any]]:
-    """What tells process `pid` apart from a later process with the same id: its command line and its start
-    time (clock ticks since boot, with the boot id). None when there is no such process or it cannot be read."""
-    proc = Path("/proc") / str(pid)
-    try:
-        cmdline = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        stat = (proc / "stat").read_text()
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return _ps_identity(pid)
-    # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces and ')', field 22 is the start time
-    start = stat.rsplit(")", 1)[1].split()[19]
-    return {"cmdline": [a for a in cmdline if a], "start": f"{boot}:{start}"}
+    # -- serving: an OpenAI-compatible server on this machine (cloudft.serving.local) ------------------------
+    def deploy(self, run: RunRecord, **options: Any) -> dict[str, Any]:
+        """Serve RUN here, whichever provider trained it (a cloud run's outputs are downloaded first)."""
+        from ..serving.local import deploy_local
+        from . import get_provider
 
+        trained_on = self if run.provider == self.name else get_provider(run.provider)
+        run = trained_on.status(run)
+        if run.status != "completed":
+            raise CloudftError(f"run {run.run_id} is {run.status}; deploy a completed run",
+                               hint=f"cloudft status {run.run_id}")
+        handle = trained_on.handle(run)
+        output = trained_on.artifacts(run)
+        result = deploy_local(run, handle, Path(output), endpoint_name=options.get("endpoint_name"),
+                              host=options.get("host") or "127.0.0.1", port=options.get("port"),
+                              timeout=float(options.get("timeout") or 900))
+        Registry().update(run.run_id, meta={"local_endpoint": result["endpoint"]})  # `cloudft status` shows it
+        return result
 
-def _ps_identity(pid: int) -> Optional[dict[str, Any]]:
-    """The same from `ps` where there is no /proc (macOS)."""
-    if Path("/proc/self").exists():
-        return None  # /proc is there and the process is not
-    try:
-        out = subprocess.run(["ps", "-o", "lstart=", "-o", "command=", "-p", str(pid)], capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if not out:
-        return None
-    parts = out.split()
-    return {"cmdline": parts[5:], "start": " ".join(parts[:5])}
+    def invoke(self, endpoint: str, prompt: str, **options: Any) -> str:
+        from ..serving.local import invoke_local
+
+        return invoke_local(endpoint, prompt, max_new_tokens=int(options.get("max_new_tokens") or 128),
+                            base=bool(options.get("base")), chat=bool(options.get("chat")))
+
+    def undeploy(self, endpoint: str, **options: Any) -> None:
+        from ..serving.local import find_endpoint, undeploy_local
+
+        known = find_endpoint(endpoint)
+        undeploy_local(endpoint)
+        reg = Registry()
+        if known is not None and reg.find(run_id=known.run_id):
+            reg.update(known.run_id, meta={"local_endpoint": None})
+
+    def smoke(self, run: RunRecord, deployed: dict[str, Any], prompt: str):
+        """The endpoint's greedy answer against the same request through the adapter here, with PEFT."""
+        from ..serving.smoke import SMOKE_TOKENS, compare_with_reference
+        from ..serving.textgen import load_text_model
+        from train_entry.runtime import quiet_libraries
+
+        quiet_libraries()  # deploy's output stays readable
+        ref = load_text_model(deployed["base_model"], deployed["adapter"]) if deployed.get("adapter") \
+            else load_text_model(deployed["weights"])
+        reference = ref.generate(ref.encode(prompt), SMOKE_TOKENS).text
+        del ref
+        report = compare_with_reference(prompt, lambda: self.invoke(deployed["endpoint"], prompt,
+                                                                    max_new_tokens=SMOKE_TOKENS), reference)
+        if report.ok or deployed.get("engine") != "vllm" or deployed.get("mode") != "adapter":
+            return report
+        # vLLM's kernels (bf16 on a GPU) need not pick the same greedy tokens as transformers here: fall back to
+        # checking that the adapter, not the bare base, answered
+        from ..serving.smoke import compare_with_base
+
+        fallback = compare_with_base(self, deployed["endpoint"], prompt, has_base=True)
+        return replace(fallback, detail=f"{fallback.detail} (vLLM's answer differs from transformers' here: "
+                                        f"{report.detail})")
+
 
 
 def _is_runner(run: RunRecord) -> bool:
-    """True while the process recorded for `run` is alive and is the run's runner: the same command line and
-    start time as recorded at submit (records from before that: a local_runner command line for this run id)."""
-    if not run.pid or not _alive(run.pid):
-        return False
-    now = process_identity(run.pid)
-    if now is None:
-        return False
+    """True while the process recorded for `run` is alive and is the run's runner: the identity recorded at submit
+    (records from before that: a local_runner command line for this run id)."""
     recorded = run.meta.get("runner")
     if recorded:
-        # The start time (with the boot id) names one process for good: a later process with the same id has
-        # another. The command line is not compared: it is recorded right after fork, possibly before the exec.
-        return now["start"] == recorded.get("start")
-    return "cloudft.providers.local_runner" in now["cmdline"] and run.run_id in now["cmdline"]
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass  # it ended meanwhile
-    except PermissionError as exc:
-        raise CloudftError(f"not allowed to signal process group {pid} ({exc.strerror})",
-                           hint="stop it as the user that started it") from None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours counts as dead.
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        return waited == 0
-    except ChildProcessError:
-        return True
+        return same_process(run.pid, recorded)
+    now = process_identity(run.pid) if run.pid and alive(run.pid) else None
+    return now is not None and "cloudft.providers.local_runner" in now["cmdline"] and run.run_id in now["cmdline"]

@@ -1,21 +1,27 @@
-"""Serve an adapter on a SageMaker real-time endpoint: the Hugging Face vLLM image with LoRA enabled.
+"""Serve a run on a SageMaker real-time endpoint: the Hugging Face vLLM image.
 
-Path chosen (see docs/aws.md): one Model whose container is the HF vLLM DLC, the base model pulled by
-vLLM (`SM_VLLM_MODEL`), and the adapter archive (the training job's model.tar.gz, adapter files at its
-root) unpacked at /opt/ml/model and registered as the LoRA module `adapter`. Requests name it in the
-OpenAI-style body (`"model": "adapter"`). Model / EndpointConfig / Endpoint are plain SageMaker
-resources: no merged full-weight copy per fine-tune, no TGI (maintenance mode).
+Path chosen (see docs/aws.md): one Model whose container is the HF vLLM DLC, the training job's model.tar.gz
+unpacked at /opt/ml/model. What it serves is decided by cloudft.serving.compat before anything is created: an
+adapter vLLM can load is the LoRA module `adapter` on the base model vLLM pulls (`SM_VLLM_MODEL`); one it cannot
+(DoRA, modules_to_save, rank > 512, non-linear targets) is served as the merged weights the job wrote
+(export.merge, /opt/ml/model/merged) or refused; full fine-tuning serves the weights. Requests name `adapter`
+in the OpenAI-style body either way. Model / EndpointConfig / Endpoint are plain SageMaker resources; no TGI
+(maintenance mode).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
+from ...serving.compat import Served, ServeDecision, decide, sagemaker_env, serve_target, vllm_flags
 from . import naming
 
+if TYPE_CHECKING:
+    from ...spec import ServeConfig
+
 ADAPTER_NAME = "adapter"
-LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+MODEL_DIR = "/opt/ml/model"
 VARIANT = "AllTraffic"
 
 
@@ -25,20 +31,25 @@ def serving_image(region: str, instance_type: str) -> str:
     return image_uris.retrieve("huggingface-vllm", region, image_scope="inference", instance_type=instance_type)
 
 
-def lora_rank_cap(rank: int) -> int:
-    """vLLM's --max-lora-rank must be one of its supported values and at least the adapter's rank."""
-    return next((r for r in LORA_RANKS if r >= rank), LORA_RANKS[-1])
+def serving_env(decision: ServeDecision, served: Served, limits: "ServeConfig", base_model: str) -> dict[str, str]:
+    """The vLLM container's environment for `decision`: the same vLLM settings a local vLLM server gets
+    (cloudft.serving.compat.vllm_flags), as SM_VLLM_* variables, listening on all interfaces for the health check."""
+    if decision.mode == "adapter":
+        flags = vllm_flags(decision, served, limits, model=base_model, name=ADAPTER_NAME, adapter=MODEL_DIR)
+    else:
+        weights = f"{MODEL_DIR}/merged" if decision.mode == "merged" else MODEL_DIR
+        flags = vllm_flags(decision, served, limits, model=weights, name=ADAPTER_NAME)
+    return {**sagemaker_env(flags), "SM_VLLM_HOST": "0.0.0.0"}
 
 
 def container_env(base_model: str, rank: int) -> dict[str, str]:
-    return {
-        "SM_VLLM_MODEL": base_model,
-        "SM_VLLM_ENABLE_LORA": "true",
-        "SM_VLLM_LORA_MODULES": f"{ADAPTER_NAME}=/opt/ml/model",
-        "SM_VLLM_MAX_LORA_RANK": str(lora_rank_cap(rank)),
-        "SM_VLLM_MAX_LORAS": "1",
-        "SM_VLLM_HOST": "0.0.0.0",
-    }
+    """The environment for a plain LoRA adapter of `rank` on `base_model` (infra's serving stack uses it)."""
+    from train_entry.config import PeftConfig
+
+    from ...spec import ServeConfig
+
+    served = Served(artifact="adapter", peft=PeftConfig(type="lora", r=rank))
+    return serving_env(decide(serve_target("aws"), served), served, ServeConfig(), base_model)
 
 
 def names(endpoint: str) -> tuple[str, str]:
@@ -50,9 +61,9 @@ def default_endpoint_name(run_id: str) -> str:
     return naming.clean(f"cft-{run_id}")[:63].rstrip("-")
 
 
-def deploy(sm, *, endpoint: str, model_uri: str, base_model: str, rank: int, role_arn: str,
-           instance_type: str, image: str, kms_key: Optional[str] = None,
-           tags: Optional[dict[str, str]] = None, wait: bool = True) -> dict[str, Any]:
+def deploy(sm, *, endpoint: str, model_uri: str, env: dict[str, str], role_arn: str, instance_type: str,
+           image: str, kms_key: Optional[str] = None, tags: Optional[dict[str, str]] = None,
+           wait: bool = True) -> dict[str, Any]:
     """Create model, endpoint config and endpoint (each skipped when it exists); wait for InService."""
     from botocore.exceptions import ClientError
 
@@ -68,8 +79,7 @@ def deploy(sm, *, endpoint: str, model_uri: str, base_model: str, rank: int, rol
                 raise
 
     create(sm.create_model, ModelName=model_name, ExecutionRoleArn=role_arn, Tags=tag_list,
-           PrimaryContainer={"Image": image, "ModelDataUrl": model_uri,
-                             "Environment": container_env(base_model, rank)})
+           PrimaryContainer={"Image": image, "ModelDataUrl": model_uri, "Environment": env})
     variant = {"VariantName": VARIANT, "ModelName": model_name, "InstanceType": instance_type,
                "InitialInstanceCount": 1, "ContainerStartupHealthCheckTimeoutInSeconds": 900,
                "ModelDataDownloadTimeoutInSeconds": 900}
@@ -86,9 +96,21 @@ def deploy(sm, *, endpoint: str, model_uri: str, base_model: str, rank: int, rol
             "image": image, "adapter": model_uri, "instance_type": instance_type}
 
 
-def invoke(runtime, endpoint: str, prompt: str, max_new_tokens: int = 128) -> str:
-    """OpenAI-style completion against the adapter; returns the generated text."""
-    body = {"model": ADAPTER_NAME, "prompt": prompt, "max_tokens": max_new_tokens}
+def base_model_of(sm, endpoint: str) -> str:
+    """The base model an endpoint's vLLM container serves beside the adapter (its SM_VLLM_MODEL)."""
+    from ...errors import CloudftError
+
+    config = sm.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
+    variant = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]
+    env = sm.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"].get("Environment", {})
+    if env.get("SM_VLLM_ENABLE_LORA") != "true":
+        raise CloudftError(f"endpoint '{endpoint}' serves merged or full weights: there is no bare base to ask")
+    return env["SM_VLLM_MODEL"]
+
+
+def invoke(runtime, endpoint: str, prompt: str, max_new_tokens: int = 128, model: str = ADAPTER_NAME) -> str:
+    """Greedy OpenAI-style completion against `model` (the adapter by default); returns the generated text."""
+    body = {"model": model, "prompt": prompt, "max_tokens": max_new_tokens, "temperature": 0}
     resp = runtime.invoke_endpoint(EndpointName=endpoint, ContentType="application/json",
                                    Accept="application/json", Body=json.dumps(body))
     raw = resp["Body"].read().decode("utf-8", errors="replace")

@@ -192,31 +192,39 @@ class AwsProvider(Provider):
 
     # -- serving ------------------------------------------------------------------------------
     def deploy(self, run: "RunRecord", **options: Any) -> dict[str, Any]:
+        """Check that the vLLM image can serve the run (refused before any request otherwise), then create the
+        endpoint serving the adapter, or the merged/full weights (cloudft.serving.compat decides)."""
         from ...registry import Registry
+        from ...serving.compat import check_run
         from . import deploy as serving
         from .operate import last_model_artifacts
 
         if run.provider != self.name:
-            raise CloudftError(f"run {run.run_id} trained on {run.provider}; deploy it there",
-                               hint=f"cloudft deploy {run.run_id} --provider {run.provider}")
-        boto, handle = self._boto(run), self.handle(run)
+            raise CloudftError(f"run {run.run_id} trained on {run.provider}; deploy it there (or here with "
+                               "--provider local)", hint=f"cloudft deploy {run.run_id} --provider {run.provider}")
+        handle = self.handle(run)
+        decision, served = check_run(self.name, handle, run.run_id)
+        boto = self._boto(run)
         sm = boto.client("sagemaker")
         uri = last_model_artifacts(sm, handle.kind, run.external_id, run.meta.get("jobs") or list(handle.jobs))
         itype = options.get("instance_type") or handle.deploy_instance_type or "ml.g5.2xlarge"
         endpoint = options.get("endpoint_name") or handle.endpoint_name or serving.default_endpoint_name(run.run_id)
         image = handle.serving_image_uri or serving.serving_image(boto.region_name, itype)
-        result = serving.deploy(sm, endpoint=endpoint, model_uri=uri, base_model=handle.base_model,
-                                rank=handle.peft.r if handle.peft else 16, role_arn=handle.role_arn,
+        env = serving.serving_env(decision, served, handle.serve, handle.base_model)
+        result = serving.deploy(sm, endpoint=endpoint, model_uri=uri, env=env, role_arn=handle.role_arn,
                                 instance_type=itype, image=image, kms_key=handle.kms_key_arn,
                                 tags={"cloudft:run-id": run.run_id}, wait=options.get("wait", True))
         Registry().update(run.run_id, meta={"endpoint": endpoint})
-        return result
+        return {**result, "mode": decision.mode, "serves": decision.summary(), "served_model": serving.ADAPTER_NAME}
 
     def invoke(self, endpoint: str, prompt: str, **options: Any) -> str:
-        from .deploy import invoke
+        """Greedy completion from the endpoint's adapter (`base=True`: from the bare base model beside it)."""
+        from .deploy import ADAPTER_NAME, base_model_of, invoke
 
-        return invoke(self._boto().client("sagemaker-runtime"), endpoint, prompt,
-                      int(options.get("max_new_tokens") or 128))
+        boto = self._boto()
+        model = base_model_of(boto.client("sagemaker"), endpoint) if options.get("base") else ADAPTER_NAME
+        return invoke(boto.client("sagemaker-runtime"), endpoint, prompt, int(options.get("max_new_tokens") or 128),
+                      model=model)
 
     def undeploy(self, endpoint: str, **options: Any) -> None:
         from .deploy import undeploy

@@ -2,21 +2,25 @@
 
 Serving choice: **base + adapter**. The run's adapter output is registered as a model (no copy: its
 datastore URI), and `templates/azure/score.py` loads the base model named in the adapter's config and
-applies the adapter with PEFT. Adapters stay small and one registered model per run is cheap; when the run
-exported merged weights (`export.merge: true`) the script serves those instead.
+applies the adapter with PEFT (any PEFT type). Adapters stay small and one registered model per run is cheap;
+when the run exported merged weights (`export.merge: true`) the script serves those instead. What cannot be
+served (a reward model) is refused before any request (cloudft.serving.compat).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from ...errors import CloudftError
 from ...registry import Registry
+from ...serving.compat import check_run
 from .entities import TEMPLATES, conda_spec, short_hash
 from .handle import AzureHandle
 from .runtime import torch_requirements
@@ -66,6 +70,29 @@ def endpoint_name_for(run: "RunRecord", section: AzureSection, given: Optional[s
     return name
 
 
+def serve_code() -> Path:
+    """The scoring code folder: templates/azure (score.py, the Key Vault helper) plus cloudft's generation module
+    as `cloudft_textgen.py`, the one the local server runs. Staged under CLOUDFT_HOME by content hash, so the same
+    code is the same snapshot."""
+    from ...paths import home
+    from ...serving import textgen
+
+    files = {p.name: p.read_bytes() for p in sorted(TEMPLATES.glob("*.py"))}
+    files["cloudft_textgen.py"] = Path(textgen.__file__).read_bytes()
+    digest = hashlib.sha256(b"".join(n.encode() + b"\0" + b + b"\0" for n, b in sorted(files.items()))).hexdigest()
+    out = home() / "azure-serve-code" / digest[:16]
+    if not out.is_dir():
+        tmp = out.with_name(out.name + f".{os.getpid()}.partial")
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        try:
+            tmp.rename(out)
+        except OSError:  # another deploy staged the same code meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def serve_entities(run: "RunRecord", section: AzureSection, endpoint: str, instance_type: Optional[str]
                    ) -> tuple["ManagedOnlineEndpoint", "ManagedOnlineDeployment"]:
     """The endpoint and its deployment (base + adapter), built offline."""
@@ -96,14 +123,16 @@ def serve_entities(run: "RunRecord", section: AzureSection, endpoint: str, insta
                       image=dep.image, conda_file=conda, description="cloudft scoring runtime (base + adapter)")
     endpoint_ent = ManagedOnlineEndpoint(name=endpoint, auth_mode=dep.auth_mode, identity=ident,
                                          description=f"cloudft: {run.name}", tags={"cloudft.run_id": run.run_id})
-    env_vars = {"CLOUDFT_BASE_MODEL": handle.base_model}
+    env_vars = {"CLOUDFT_BASE_MODEL": handle.base_model,  # score.py refuses requests over the spec's limits
+                "CLOUDFT_MAX_NEW_TOKENS": str(handle.serve.max_new_tokens),
+                "CLOUDFT_MAX_PROMPT_TOKENS": str(handle.serve.prompt_cap)}
     # names only: the scoring script fetches values from Key Vault, as the endpoint's identity (not the job's)
     env_vars.update({k: v for k, v in handle.secret_env.items() if k != "AZURE_CLIENT_ID"})
     if ident is not None and section.endpoint_identity_client_id:
         env_vars["AZURE_CLIENT_ID"] = section.endpoint_identity_client_id
     deployment = ManagedOnlineDeployment(
         name=DEPLOYMENT, endpoint_name=endpoint, model=model, environment=env,
-        code_configuration=CodeConfiguration(code=str(TEMPLATES), scoring_script="score.py"),
+        code_configuration=CodeConfiguration(code=str(serve_code()), scoring_script="score.py"),
         instance_type=sku, instance_count=dep.instance_count, environment_variables=env_vars,
         request_settings=OnlineRequestSettings(request_timeout_ms=dep.request_timeout_ms,
                                                max_concurrent_requests_per_instance=dep.max_concurrent_requests_per_instance),
@@ -121,7 +150,9 @@ def deploy(ml: Any, run: "RunRecord", instance_type: Optional[str] = None, endpo
     if run.status != "completed":
         raise CloudftError(f"run {run.run_id} is {run.status}; deploy a completed run",
                            hint=f"cloudft status {run.run_id}")
-    section = AzureSection.model_validate(AzureHandle.model_validate(run.handle).azure)
+    handle = AzureHandle.model_validate(run.handle)
+    decision, _ = check_run("azure", handle, run.run_id)  # refused here, before any request
+    section = AzureSection.model_validate(handle.azure)
     name = endpoint_name_for(run, section, endpoint_name)
     endpoint, deployment = serve_entities(run, section, name, instance_type)
     adapter_uri = deployment.model.path
@@ -131,19 +162,24 @@ def deploy(ml: Any, run: "RunRecord", instance_type: Optional[str] = None, endpo
     created = ml.online_endpoints.begin_create_or_update(endpoint).result()
     Registry().update(run.run_id, meta={"endpoint": name})
     return {"endpoint": name, "deployment": DEPLOYMENT, "instance_type": deployment.instance_type,
-            "scoring_uri": getattr(created, "scoring_uri", None), "model": adapter_uri,
+            "scoring_uri": getattr(created, "scoring_uri", None), "model": adapter_uri, "mode": decision.mode,
+            "serves": decision.summary(),
             "invoke": f"cloudft invoke {name} --provider azure --prompt '...'"}
 
 
-def invoke(ml: Any, endpoint: str, prompt: str, max_new_tokens: int = 128, **_: Any) -> str:
-    """Send one prompt through `online_endpoints.invoke` and return the generated text."""
+def invoke(ml: Any, endpoint: str, prompt: str, max_new_tokens: int = 128, base: bool = False, **_: Any) -> str:
+    """Send one greedy prompt through `online_endpoints.invoke` and return the generated text (`base`: ask the
+    bare base model, score.py switching the adapter off)."""
+    body: dict[str, Any] = {"prompt": prompt, "max_new_tokens": max_new_tokens}
+    if base:
+        body["adapter"] = False
     with tempfile.TemporaryDirectory() as tmp:
         req = Path(tmp) / "request.json"
-        req.write_text(json.dumps({"prompt": prompt, "max_new_tokens": max_new_tokens}))
+        req.write_text(json.dumps(body))
         raw = ml.online_endpoints.invoke(endpoint_name=endpoint, request_file=str(req))
     try:
         answer = json.loads(raw)
-        if isinstance(answer, str):  # the inference server may JSON-encode the script's JSON string
+        if isinstance(answer, str):  # a deployment from before score.py returned an object: a JSON string
             answer = json.loads(answer)
     except (TypeError, ValueError):
         return str(raw)
