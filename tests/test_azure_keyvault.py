@@ -45,7 +45,13 @@ GOOD_VAULTS = {"cloudft-kv": "cloudft-kv", "https://cloudft-kv.vault.azure.net":
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"test_{name}", TEMPLATES / f"{name}.py")
+    """A module of the code folder deploy stages (templates/azure plus cloudft_textgen beside score.py)."""
+    from cloudft.providers.azure.deploy import serve_code
+
+    code = serve_code()
+    if str(code) not in sys.path:
+        sys.path.insert(0, str(code))
+    spec = importlib.util.spec_from_file_location(f"test_{name}", code / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -223,7 +229,7 @@ def test_scoring_script_refuses_a_non_vault_host_before_any_token(kv, spy, monke
     score = _load("score")
     with pytest.raises(SystemExit, match="refusing to read secrets"):
         score.init()
-    assert spy.calls == [] and score.model is None
+    assert spy.calls == [] and score.tm is None  # no token requested, no model loaded
 
 
 _FIELD_VALUES = st.one_of(st.text(max_size=80), st.integers(), st.none(), st.booleans(),
