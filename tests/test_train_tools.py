@@ -127,3 +127,20 @@ def test_datasets_keep_one_schema_for_different_argument_shapes(tmp_path):
     back = [restore_messages(r["messages"])[1]["tool_calls"][0]["function"]["arguments"] for r in ds]
     assert back == calls  # no null-filled keys from the other record's arguments
     assert json.loads(json.dumps(back)) == calls
+
+
+def test_evaluation_renders_stored_tool_calls_as_the_template_expects(tool_model, canonical):
+    """Evaluation reads the same canonical file: tool-call arguments stored as JSON text are decoded before the
+    chat template sees them (otherwise the template would write them JSON-encoded twice)."""
+    from transformers import AutoTokenizer
+
+    from train_entry.data import load_dataset
+    from train_entry.evaluate import completions
+
+    tok = AutoTokenizer.from_pretrained(tool_model)
+    rows = load_dataset(canonical[0], "messages", "sft")[0].to_list()
+    with_calls = [r for r in rows if any(m.get("tool_calls") for m in r["messages"])]
+    assert with_calls
+    prompt, _ = completions(with_calls[:1], "messages", tok)[0]
+    assert '<call>{"name": ' in prompt and '"arguments": {' in prompt  # arguments as an object, not a string
+    assert '\\"' not in prompt

@@ -34,8 +34,11 @@ def _render(tokenizer, prompt, completion) -> tuple[str, str]:
     """(prompt text, completion text) for a standard or conversational (message list) sample."""
     if isinstance(prompt, str) and isinstance(completion, str):
         return prompt, completion
-    p = tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=False)
+    from .data import restore_messages  # tool calls are stored with JSON-text arguments and null-filled keys
+
+    prompt, completion = restore_messages(list(prompt)), restore_messages(list(completion))
+    p = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
     return p, full[len(p):] if full.startswith(p) else full
 
 

@@ -186,7 +186,8 @@ class AwsProvider(Provider):
         uri = last_model_artifacts(boto.client("sagemaker"), handle.kind, run.external_id,
                                    run.meta.get("jobs") or list(handle.jobs))
         target = Path(dest) if dest else home() / "artifacts" / run.run_id
-        if (target / "adapter_config.json").exists() or (target / "metrics.json").exists():
+        cached = dest is None and ((target / "adapter_config.json").exists() or (target / "metrics.json").exists())
+        if cached:  # cloudft's own copy of a finished run; an explicit --dest always gets a fresh download
             return target
         return download_artifacts(boto.client("s3"), uri, target)
 
