@@ -86,6 +86,19 @@ def test_generation_is_the_adapters_own(kind, adapters, tiny_model):
     assert gen.text != tm.generate(ids, 6, adapter=False).text  # the adapter, not the bare base, answered
 
 
+@pytest.mark.parametrize("kind", ["lora", "prefix", "prompt"])
+def test_train_entry_report_generations_are_the_adapters_own_too(kind, adapters, tiny_model):
+    """train_entry's evaluation generations (the report's side-by-side answers) follow the adapter's forward pass
+    as well: PeftModel.generate does not for prefix / prompt tuning."""
+    from cloudft.serving.textgen import load_text_model
+    from train_entry.evaluate import generate
+
+    tm = load_text_model(str(tiny_model), str(adapters[kind]))
+    prompt = "What is the capital of Japan?"
+    expected = tm.tokenizer.decode(_forward_decode(tm, tm.encode(prompt), 6), skip_special_tokens=True)
+    assert generate(tm.model, tm.tokenizer, [prompt], max_new_tokens=6) == [expected]
+
+
 # -- the server in this process (uvicorn in a thread), hostile requests ------------------------------------------
 
 @pytest.fixture(scope="module")

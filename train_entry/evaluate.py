@@ -121,18 +121,46 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     texts: list[str] = []
+    stepwise = _prompt_learning(model)
     try:
         with torch.no_grad(), Phase(GENERATE, total=len(prompts), unit="prompts", label=label,
                                     announce=False) as phase:
-            for i in range(0, len(prompts), batch_size):
+            for i in range(0 if not stepwise else len(prompts), len(prompts), batch_size):
                 enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True).to(_device(model))
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id)
                 texts.extend(tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
                 phase.advance(enc["input_ids"].shape[0])
+            for prompt in prompts if stepwise else ():
+                ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(_device(model))
+                new = _greedy_by_forward(model, ids, max_new_tokens, tokenizer.eos_token_id)
+                texts.append(tokenizer.decode(new, skip_special_tokens=True))
+                phase.advance(1)
     finally:
         tokenizer.padding_side = side
     return texts
+
+
+def _prompt_learning(model) -> bool:
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
+
+
+def _greedy_by_forward(model, ids, max_new_tokens: int, eos_id) -> list[int]:
+    """Greedy decoding with one full forward pass per token, for prompt-learning adapters: with transformers 5 and
+    PEFT 0.21, `PeftModel.generate` drops a prefix adapter's key/values and misplaces prompt-tuning tokens after the
+    first step (cloudft's server decodes these adapters the same way; tests/test_serve_local.py shows the bug)."""
+    import torch
+
+    new: list[int] = []
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -1]
+        token = int(logits.argmax())
+        new.append(token)
+        if token == eos_id:
+            break
+        ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)
+    return new
 
 
 def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
