@@ -31,3 +31,30 @@ def write_jsonl(path: Path, records) -> Path:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def write_wheel(folder: Path, name: str, version: str, requires=(), modules=None) -> Path:
+    """A wheel file (PEP 427: a zip with .dist-info/METADATA, WHEEL and RECORD) of a pure-Python distribution,
+    built here so that tests give pip real wheels without reaching an index. `modules`: {"pkg/__init__.py": code}."""
+    import base64
+    import hashlib
+    import re
+    import zipfile
+
+    stem = f"{re.sub(r'[-_.]+', '_', name).lower()}-{version}"
+    info = f"{stem}.dist-info"
+    files = dict(modules or {})
+    files[f"{info}/METADATA"] = "".join([f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+                                         *(f"Requires-Dist: {r}\n" for r in requires)])
+    files[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: cloudft-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    files[f"{info}/RECORD"] = "\n".join(record + [f"{info}/RECORD,,"]) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{stem}-py3-none-any.whl"
+    with zipfile.ZipFile(out, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    return out

@@ -66,12 +66,14 @@ def test_default_image_is_the_sdks_transformers5_image_and_its_packages_are_reco
                      .read_text())
     versions = cfg["training"]["versions"]
     assert images.DEFAULT_TRANSFORMERS in versions and images.DEFAULT_TRANSFORMERS.startswith("5.")
-    for v, (base, py, _, _) in images.HF_TRAINING_IMAGES.items():
-        assert base in versions[v], v
-    # what the default image lacks is computed, not assumed: train_entry wants trl>=1.0, the DLC has 0.28.0
-    missing = images.downloads_at_start(images.DEFAULT_TRANSFORMERS)
-    assert any(m.startswith("trl") and "0.28.0" in m for m in missing)
-    assert not any(m.startswith(("transformers", "datasets", "peft")) for m in missing)
+    for v, image in images.HF_TRAINING_IMAGES.items():
+        assert image.base_framework_version in versions[v], v
+        assert image.py_version in versions[v][image.base_framework_version]["py_versions"], v
+    # what the image alone lacks is computed, not assumed: train_entry wants trl>=1.0, the DLC has 0.28.0
+    alone = images.check_image(images.DEFAULT_TRANSFORMERS, wheels=())
+    assert [r for r, _ in alone.unmet] == ["trl<2,>=1.0"] and "0.28.0" in alone.unmet[0][1]
+    # with its wheelhouse (and the wheels' own requirements) nothing is left to download at start
+    assert images.check_image(images.DEFAULT_TRANSFORMERS).downloads == []
 
 
 def _third_party_imports(path: Path) -> set[str]:
@@ -97,8 +99,12 @@ def test_the_custom_image_installs_every_module_the_launcher_imports():
             installed |= {Requirement(tok.strip('"')).name.lower() for tok in line.split()[3:]
                           if not tok.startswith("-") and "/" not in tok}
     launcher = _third_party_imports(REPO / "templates" / "aws" / "cloudft_launch.py")
-    assert launcher == {"boto3"}
-    assert launcher <= installed
+    # packaging: a requirement of transformers (so in every image train_entry runs on), else the copy pip vendors
+    assert launcher == {"boto3", "packaging", "pip"}
+    assert "boto3" in installed
+    from importlib.metadata import requires
+
+    assert any(r.startswith("packaging") and "extra" not in r for r in requires("transformers"))
 
 
 def test_example_stack_lets_the_role_pull_exactly_the_images_submit_and_deploy_use():

@@ -107,16 +107,31 @@ def test_image_must_exist_for_the_region_in_the_sdk_config(no_aws, tmp_path):
     assert f.severity == "error" and "xx-nowhere-1" in f.message
 
 
-def test_a_job_that_would_download_at_start_is_refused_in_a_vpc(no_aws, tmp_path):
+def test_the_default_image_downloads_nothing_at_start_and_a_gap_is_refused_in_a_vpc(no_aws, tmp_path, monkeypatch):
+    from cloudft.providers.aws import images
+
+    vpc = "  subnets: [subnet-1]\n  security_group_ids: [sg-1]\n"
+    prov, plan = plan_for(_spec(tmp_path, vpc, name="vpc"))
+    (f,) = _rules(prov, plan)["aws.image-downloads-at-start"]  # image + wheelhouse meet every requirement
+    assert f.severity == "info" and "rouge-score, sacrebleu" in f.message and "trl==1.16.0" in f.message
+    # a requirement that neither the image nor the wheelhouse meets would be pip-installed at start
+    te = tmp_path / "train_entry"
+    te.mkdir()
+    for name in ("requirements.txt", "requirements-report.txt"):
+        (te / name).write_text((images.train_entry_dir() / name).read_text())
+    with open(te / "requirements.txt", "a") as fh:
+        fh.write("sacremoses>=0.1\n")
+    monkeypatch.setattr(images, "train_entry_dir", lambda: te)
+    assert images.check_image(images.DEFAULT_TRANSFORMERS).downloads == ["sacremoses>=0.1"]
+    prov, plan = plan_for(_spec(tmp_path, vpc, name="vpc"))
+    (f, _) = _rules(prov, plan)["aws.image-downloads-at-start"]
+    assert f.severity == "error" and f.field == "aws.image_uri" and "sacremoses>=0.1" in f.message
+    assert "not installed" in f.message and "NAT" in f.message
     prov, plan = plan_for(_spec(tmp_path))
-    (f,) = _rules(prov, plan)["aws.image-downloads-at-start"]
-    assert f.severity == "warning" and "trl" in f.message  # the 5.3.0 DLC has trl 0.28.0 (its Dockerfile)
-    prov, plan = plan_for(_spec(tmp_path, "  subnets: [subnet-1]\n  security_group_ids: [sg-1]\n", name="vpc"))
-    (f,) = _rules(prov, plan)["aws.image-downloads-at-start"]
-    assert f.severity == "error" and f.field == "aws.image_uri"
-    prov, plan = plan_for(_spec(tmp_path, "  subnets: [subnet-1]\n  security_group_ids: [sg-1]\n"
-                                "  image_uri: 111122223333.dkr.ecr.us-east-1.amazonaws.com/cloudft-train:1\n",
-                                name="baked"))
+    (f, _) = _rules(prov, plan)["aws.image-downloads-at-start"]
+    assert f.severity == "warning"  # PyPI may be reachable without a VPC: it downloads at start
+    prov, plan = plan_for(_spec(tmp_path, vpc + "  image_uri: 111122223333.dkr.ecr.us-east-1.amazonaws.com/"
+                                "cloudft-train:1\n", name="baked"))
     assert "aws.image-downloads-at-start" not in _rules(prov, plan)
 
 

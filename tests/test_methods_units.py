@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,38 @@ def test_text_metrics_use_the_packages():
     assert same["rougeL"] == pytest.approx(1.0) and same["bleu"] == pytest.approx(100.0)
     other = text_metrics(["a cat"], ["the sum is 102"])
     assert other["rougeL"] == 0.0 and other["bleu"] < 5
+
+
+def test_without_the_report_extras_there_are_no_plots_nor_rouge_and_the_report_says_why(tmp_path):
+    """The Hugging Face training image lacks rouge-score (and may lack matplotlib): hidden here in a subprocess
+    (a None entry in sys.modules makes the import fail as for a missing package)."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train_log.jsonl").write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n")
+    script = f"""
+import json, sys, types
+from pathlib import Path
+sys.modules["matplotlib"] = sys.modules["rouge_score"] = None
+from train_entry.evaluate import missing_text_metrics, text_metrics
+from train_entry.report import write_report
+cfg = types.SimpleNamespace(name="u", stage=0, method="sft", base_model="m", peft=types.SimpleNamespace(type="lora"))
+ctx = types.SimpleNamespace(cfg=cfg, layout=types.SimpleNamespace(output_dir=Path({str(out)!r})))
+notes = list(missing_text_metrics().values())
+write_report(ctx, {{}}, [], notes)
+print(json.dumps(text_metrics(["the sum is 102"], ["the sum is 102"])))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"bleu": pytest.approx(100.0)}  # sacrebleu is there
+    report = (out / "report.md").read_text()
+    assert "No plots: matplotlib cannot be imported" in report and not list(out.glob("*.png"))
+    assert "- ROUGE-L not computed: rouge-score cannot be imported" in report and "BLEU not computed" not in report
 
 
 def test_held_out_split_is_the_training_complement(tmp_path):

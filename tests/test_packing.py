@@ -86,3 +86,17 @@ def test_varlen_attention_matches_per_sample_runs_with_gqa():
     assert torch.allclose(from_cu, alone, atol=1e-5)
     assert torch.allclose(batch[0, :5], alone[:5], atol=1e-5)
     assert torch.allclose(batch[1], alone[5:14], atol=1e-5)
+
+
+def test_varlen_mask_takes_both_transformers_5_calling_conventions():
+    """transformers 5.24 calls the mask with q_length, 5.3 (the SageMaker image's) with cache_position: an unpadded
+    single packed row needs no mask under either; anything else goes to the installed sdpa_mask unchanged."""
+    import torch
+
+    from train_entry.attention import _varlen_mask
+
+    assert _varlen_mask(1, q_length=8, kv_length=8) is None
+    assert _varlen_mask(1, cache_position=torch.arange(8), kv_length=8) is None
+    padded = torch.tensor([[1, 1, 1, 1, 1, 1, 0, 0]])
+    mask = _varlen_mask(1, q_length=8, kv_length=8, attention_mask=padded)
+    assert mask is not None and mask.shape[-1] == 8

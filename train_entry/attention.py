@@ -60,14 +60,29 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
     return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
 
 
-def _varlen_mask(batch_size: int, q_length: int, kv_length: int, attention_mask=None, **kwargs):
-    """No mask for an unpadded single row (the attention splits it); the stock SDPA mask otherwise."""
+def _varlen_mask(batch_size: int, *args, attention_mask=None, **kwargs):
+    """No mask for an unpadded single row (the attention splits it); the stock SDPA mask otherwise.
+
+    The mask interface changed within transformers 5: 5.24 passes (batch_size, q_length, kv_length, ...), 5.3 (the
+    SageMaker image's) passes (batch_size, cache_position, kv_length, ...). Both are taken as they come and passed on
+    to the same version's `sdpa_mask` unchanged."""
     from transformers.masking_utils import sdpa_mask
 
-    if attention_mask is None and batch_size == 1 and q_length == kv_length:
+    named = dict(zip(("q_length", "kv_length") if "q_length" in _sdpa_parameters() else ("cache_position", "kv_length"),
+                     args))
+    kwargs.update(named)
+    q_length = kwargs["q_length"] if "q_length" in kwargs else kwargs["cache_position"].shape[0]
+    if attention_mask is None and batch_size == 1 and q_length == kwargs["kv_length"]:
         return None
-    return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, attention_mask=attention_mask,
-                     **kwargs)
+    return sdpa_mask(batch_size=batch_size, attention_mask=attention_mask, **kwargs)
+
+
+def _sdpa_parameters() -> tuple[str, ...]:
+    import inspect
+
+    from transformers.masking_utils import sdpa_mask
+
+    return tuple(inspect.signature(sdpa_mask).parameters)
 
 
 def register() -> str:

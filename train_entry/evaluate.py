@@ -6,7 +6,9 @@
   beta * (log p_tuned - log p_base) for dpo/orpo/kto; reward-model scores for `reward`);
 - `rl`: the reward model's mean score of base vs tuned generations;
 - greedy generations side by side for eval.prompts (or the first held-out prompts);
-- ROUGE-L (rouge-score) and BLEU (sacrebleu) of generations against the references, when there are any;
+- ROUGE-L (rouge-score) and BLEU (sacrebleu) of generations against the references, when there are any (both
+  packages are optional, train_entry/requirements-report.txt: a metric whose package is missing is skipped and the
+  report's notes say so);
 - the validation loss of what the export step wrote (merged weights, the 8-bit / NF4 copy) and the change
   quantization made;
 and returns (numbers, generations, notes) for metrics.json and the report. "base" is the stage's starting
@@ -163,15 +165,42 @@ def _greedy_by_forward(model, ids, max_new_tokens: int, eos_id) -> list[int]:
     return new
 
 
-def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """ROUGE-L F1 (rouge-score, mean over samples) and corpus BLEU (sacrebleu, 0-100)."""
-    import sacrebleu
-    from rouge_score import rouge_scorer
+#: text metric → (its label in notes, the module it needs, the package that provides it)
+TEXT_METRICS = {"rougeL": ("ROUGE-L", "rouge_score.rouge_scorer", "rouge-score"),
+                "bleu": ("BLEU", "sacrebleu", "sacrebleu")}
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    rouge = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
-    bleu = sacrebleu.corpus_bleu(predictions, [references]).score
-    return {"rougeL": sum(rouge) / max(1, len(rouge)), "bleu": bleu}
+
+def missing_text_metrics() -> dict[str, str]:
+    """Text metrics that cannot be computed here → why (their package is missing or broken)."""
+    import importlib
+
+    out = {}
+    for metric, (label, module, package) in TEXT_METRICS.items():
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            out[metric] = (f"{label} not computed: {package} cannot be imported ({type(exc).__name__}: {exc}); "
+                           "install it (train_entry/requirements-report.txt) or train on the train_entry image "
+                           "(train_entry/Dockerfile)")
+    return out
+
+
+def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """ROUGE-L F1 (rouge-score, mean over samples) and corpus BLEU (sacrebleu, 0-100), each when its package is
+    installed (`missing_text_metrics` says which is not)."""
+    missing = missing_text_metrics()
+    out = {}
+    if "rougeL" not in missing:
+        from rouge_score import rouge_scorer
+
+        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+        rouge = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+        out["rougeL"] = sum(rouge) / max(1, len(rouge))
+    if "bleu" not in missing:
+        import sacrebleu
+
+        out["bleu"] = sacrebleu.corpus_bleu(predictions, [references]).score
+    return out
 
 
 # -- models ----------------------------------------------------------------------------------------
@@ -232,7 +261,7 @@ def evaluate(ctx, exports: dict[str, Any]) -> tuple[dict[str, Any], list[dict[st
             if cfg.method == "reward":
                 results.update(_reward_model_metrics(ctx, records, fmt))
             else:
-                generations = _policy_metrics(ctx, records, fmt, results)
+                generations = _policy_metrics(ctx, records, fmt, results, notes)
                 results.update(_export_metrics(ctx, records, fmt, exports, results))
             phase.advance(len(records))
         except Exception as exc:  # noqa: BLE001 - the model is saved; a failed evaluation must not fail the job
@@ -241,7 +270,7 @@ def evaluate(ctx, exports: dict[str, Any]) -> tuple[dict[str, Any], list[dict[st
     return results, generations, notes
 
 
-def _policy_metrics(ctx, records, fmt, results: dict[str, Any]) -> list[dict[str, str]]:
+def _policy_metrics(ctx, records, fmt, results: dict[str, Any], notes: list[str]) -> list[dict[str, str]]:
     cfg = ctx.cfg
     models = Models(ctx)
     tok = _tokenizer(ctx)
@@ -266,7 +295,12 @@ def _policy_metrics(ctx, records, fmt, results: dict[str, Any]) -> list[dict[str
             base_gen = generate(base, tok, prompts, cfg.eval.max_new_tokens, label="report generations, base")
         generations = [{"prompt": p, "base": b, "tuned": t} for p, b, t in zip(prompts, base_gen, tuned_gen)]
     scored = [(p, ref) for p, ref in pairs[:TEXT_METRIC_SAMPLES] if p and ref.strip()]
-    if scored:
+    skipped = missing_text_metrics() if scored else {}
+    for why in skipped.values():
+        log(f"warning: {why}")
+        notes.append(why)
+    rl_scored = cfg.method == "rl" and ctx.layout.reward_model is not None
+    if scored and (len(skipped) < len(TEXT_METRICS) or rl_scored):  # generations cost decoding: only if used
         sp = [p for p, _ in scored]
         refs = [r for _, r in scored]
         tuned_out = generate(models.tuned, tok, sp, cfg.eval.max_new_tokens, label="text metrics, tuned")
@@ -275,7 +309,7 @@ def _policy_metrics(ctx, records, fmt, results: dict[str, Any]) -> list[dict[str
         for name, preds in (("base", base_out), ("tuned", tuned_out)):
             for k, v in text_metrics(preds, refs).items():
                 results[f"{k}_{name}"] = v
-        if cfg.method == "rl" and ctx.layout.reward_model is not None:
+        if rl_scored:
             results.update(_rl_rewards(ctx, sp, base_out, tuned_out))
     return generations
 

@@ -2,7 +2,8 @@
 
 Plots come from `train_log.jsonl` (one JSON object per trainer log: step, loss, eval_loss, DPO's
 rewards/margins, ...): `loss.png` (training and validation loss over steps) and, when the method logs them,
-`reward_margins.png`.
+`reward_margins.png`. matplotlib is optional (train_entry/requirements-report.txt): without it the report has no
+plots and says why.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any, Optional
+
+from .events import log
 
 LOSS_PNG, MARGINS_PNG = "loss.png", "reward_margins.png"
 
@@ -53,13 +56,23 @@ def series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[floa
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def plotting_unavailable() -> Optional[str]:
+    """Why the report cannot draw plots (matplotlib missing or broken in this environment), or None."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401 - what _plot uses
+    except ImportError as exc:
+        return (f"matplotlib cannot be imported ({type(exc).__name__}: {exc}); install it "
+                "(train_entry/requirements-report.txt) or train on the train_entry image (train_entry/Dockerfile)")
+    return None
+
+
 def _plot(path: Path, title: str, ylabel: str, lines: list[tuple[str, list[float], list[float]]]) -> Optional[Path]:
     lines = [line for line in lines if line[1]]
-    if not lines:
+    if not lines or plotting_unavailable():
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -104,6 +117,7 @@ def write_report(ctx, numbers: dict[str, Any], generations: list[dict[str, str]]
     out.mkdir(parents=True, exist_ok=True)
     rows = read_log(out / "train_log.jsonl")
     plots = [p for p in (plot_losses(rows, out), plot_margins(rows, out)) if p is not None]
+    no_plots = plotting_unavailable() if any(series(rows, k)[0] for k in ("loss", "eval_loss")) else None
     from .artifact import label
 
     lines = [f"# {cfg.name}: stage {cfg.stage} ({cfg.method})", "",
@@ -131,6 +145,9 @@ def write_report(ctx, numbers: dict[str, Any], generations: list[dict[str, str]]
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    elif no_plots:
+        log(f"warning: the report has no plots: {no_plots}")
+        lines += ["## Plots", "", f"No plots: {no_plots}.", ""]
     if generations:
         lines += ["## Generations (greedy)", "", "| prompt | base | tuned |", "|---|---|---|"]
         lines += [f"| {_cell(g['prompt'])} | {_cell(g['base'])} | {_cell(g['tuned'])} |" for g in generations]

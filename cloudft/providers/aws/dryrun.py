@@ -6,7 +6,8 @@ service model before the (never sent) HTTP call. Answers: nothing exists yet, ev
 never answered "yes" blindly: with `--stack`, iam:GetRole returns the stack's trust policy and
 iam:SimulatePrincipalPolicy is evaluated against the stack's policy documents (iam_eval); without one, both are
 answered AccessDenied, as IAM answers a caller that may not read the role, so the role checks report "not
-verified". No network, no credentials.
+verified". No AWS call, no credentials. Staging is real: the default image's wheelhouse is fetched with pip
+unless `$CLOUDFT_HOME/wheelhouse` holds it already (wheelhouse.py), as the submit it previews would.
 """
 
 from __future__ import annotations

@@ -30,8 +30,9 @@ SRC_SPOT_CHECKPOINT = ("https://docs.aws.amazon.com/sagemaker/latest/dg/model-ma
 SRC_REGION = ("cloudft/planner/catalog_aws.json (rows priced for its region by the AWS Price List API; "
               "`cloudft catalog refresh --region R` marks types without a price there offered: false)")
 SRC_IMAGE = "sagemaker-core image_uri_config/huggingface.json (training: versions → registries per region)"
-SRC_DOWNLOAD = ("aws/deep-learning-containers HF training Dockerfile (installed packages) vs "
-                "train_entry/requirements.txt; sagemaker-train sm_train.sh pip-installs requirements at start")
+SRC_DOWNLOAD = ("aws/deep-learning-containers HF training Dockerfiles and release notes (installed packages, "
+                "cloudft/providers/aws/images.py) plus the wheelhouse staged with the code vs train_entry/requirements.txt "
+                "and the wheels' METADATA; sagemaker-train sm_train.sh pip-installs a staged requirements.txt at start")
 SRC_TRUST = ("https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html (the role must trust "
              "sagemaker.amazonaws.com); sagemaker-core iam_role_resolver._role_trusts_service")
 SRC_GT_LINE = ("https://docs.aws.amazon.com/sagemaker/latest/dg/sms-custom-templates-step3-lambda-requirements.html: "
@@ -163,20 +164,32 @@ def _image_region(view: AwsView) -> Iterator[Finding]:
 def _image_downloads(view: AwsView) -> Iterator[Finding]:
     s = view.section
     if s.image_uri:
-        return
-    from .images import downloads_at_start
+        return  # a custom image holds the requirements itself; the launcher checks them when the job starts
+    from .images import check_image
 
-    missing = downloads_at_start(s.transformers_version)
-    if not missing:
-        return
-    closed = bool(s.subnets) or s.network_isolation
-    what = (f"the Hugging Face {s.transformers_version} image does not surely provide {len(missing)} of train_entry's "
-            f"requirements ({'; '.join(missing)}); the job pip-installs what is missing from PyPI when it starts")
-    yield Finding("", "error" if closed else "warning",
-                  what + (", which a VPC without a NAT route (aws.subnets) or network isolation cannot reach"
-                          if closed else ""), field="aws.image_uri",
-                  fix="build train_entry/Dockerfile into ECR (`cloudft infra` creates the repository) and set "
-                      "aws.image_uri; nothing is downloaded at start then")
+    check = check_image(s.transformers_version)
+    wheels = ", ".join(w.pin for w in check.wheels)
+    image = f"the Hugging Face {s.transformers_version} image" + (f" with its wheelhouse ({wheels})" if wheels else "")
+    if check.unmet:
+        closed = bool(s.subnets) or s.network_isolation
+        what = (f"{image} does not surely provide {len(check.unmet)} of train_entry's requirements "
+                f"({'; '.join(f'{r}: {why}' for r, why in check.unmet)}); the job pip-installs them from PyPI when it "
+                "starts")
+        yield Finding("", "error" if closed else "warning",
+                      what + (", which a VPC without a NAT route (aws.subnets) or network isolation cannot reach"
+                              if closed else ""), field="aws.image_uri",
+                      fix="build train_entry/Dockerfile into ECR (`cloudft infra` creates the repository) and set "
+                          "aws.image_uri; nothing is downloaded at start then")
+    if check.optional:
+        from .staging import launcher_module
+
+        requirement = launcher_module().packaging_api()[0]
+        names = ", ".join(dict.fromkeys(requirement(r).name for r, _ in check.optional))
+        yield Finding("", "info", f"{image} lacks the report's optional {names} "
+                      "(train_entry/requirements-report.txt); they are not downloaded: the report says what it skips "
+                      "(no plots without matplotlib, no ROUGE-L / BLEU without rouge-score / sacrebleu)",
+                      field="aws.image_uri", fix="for them, use an image built from train_entry/Dockerfile "
+                                                 "(aws.image_uri)")
 
 
 @rule("aws.role-trust", SRC_TRUST)

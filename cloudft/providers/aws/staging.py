@@ -1,10 +1,11 @@
-"""What goes to S3 before a job starts: dataset files (by content version) and the stage's source dir."""
+"""What goes to S3 before a job starts: dataset files (by content version) and the stage's `code` channel."""
 
 from __future__ import annotations
 
 import shutil
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from ...paths import templates_dir
 
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
     from train_entry.config import RunConfig
 
 LAUNCHER = "cloudft_launch.py"
+DOWNLOADS = "requirements.txt"  # what sm_train.sh pip-installs at start (SourceCode.requirements)
 TEMPLATES = templates_dir() / "aws"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.egg-info")
 
@@ -54,18 +56,43 @@ def train_entry_dir() -> Path:
     return Path(train_entry.config.__file__).resolve().parent
 
 
-def stage_source_dir(dest: Path, run_config: "RunConfig", with_requirements: bool) -> Path:
-    """Lay out the `code` channel: train_entry/, run.json, the launcher and (for the HF image) requirements.txt.
+def stage_source_dir(dest: Path, run_config: "RunConfig", wheelhouse: Optional[Path] = None,
+                     downloads: Sequence[str] = ()) -> Path:
+    """Lay out the `code` channel: train_entry/, run.json, the launcher, the wheelhouse's wheels (`wheelhouse/`, which
+    the launcher installs without an index) and, only when something must still come from PyPI, a requirements.txt
+    of exactly that (`downloads`, installed at start by the SDK's sm_train.sh; preflight
+    `aws.image-downloads-at-start` warns, and refuses it where PyPI is out of reach).
 
     In the container this is /opt/ml/input/data/code; the launcher runs
     `python -m train_entry --config run.json` there.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    src = train_entry_dir()
-    shutil.copytree(src, dest / "train_entry", ignore=_IGNORE, dirs_exist_ok=True)
+    shutil.copytree(train_entry_dir(), dest / "train_entry", ignore=_IGNORE, dirs_exist_ok=True)
     run_config.write(dest / "run.json")
     shutil.copy2(TEMPLATES / LAUNCHER, dest / LAUNCHER)
-    req: Optional[Path] = src / "requirements.txt"
-    if with_requirements and req is not None and req.exists():
-        shutil.copy2(req, dest / "requirements.txt")
+    if wheelhouse is not None:
+        folder = dest / launcher_module().WHEELHOUSE
+        folder.mkdir(exist_ok=True)
+        for wheel in sorted(wheelhouse.glob("*.whl")):
+            shutil.copy2(wheel, folder / wheel.name)
+    if downloads:
+        (dest / DOWNLOADS).write_text("".join(f"{req}\n" for req in downloads))
     return dest
+
+
+def tree_size(path: Path) -> tuple[int, int]:
+    """(files, bytes) under `path`: what the SDK uploads as the code channel."""
+    files = [f for f in path.rglob("*") if f.is_file()]
+    return len(files), sum(f.stat().st_size for f in files)
+
+
+@lru_cache(maxsize=1)
+def launcher_module():
+    """templates/aws/cloudft_launch.py as a module: its `parse_ref` is the one parser of secret references, its
+    `unmet` the one comparison of requirements with what an image has (preflight here, the container there)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cloudft_aws_launch", TEMPLATES / LAUNCHER)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

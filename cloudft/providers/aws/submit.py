@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ...errors import CloudftError
 from . import naming
-from .staging import LAUNCHER, TEMPLATES, stage_source_dir, upload_if_missing
+from .staging import DOWNLOADS, LAUNCHER, launcher_module, stage_source_dir, tree_size, upload_if_missing
 
 if TYPE_CHECKING:
     from ...plan import Plan, StagePlan
     from .section import AwsSection
+    from .wheelhouse import Fetch
 
 log = logging.getLogger(__name__)
 
@@ -103,20 +104,10 @@ def training_image(section: "AwsSection", region: str, instance_type: str) -> st
 
     from .images import HF_TRAINING_IMAGES
 
-    base, py, _, _ = HF_TRAINING_IMAGES[section.transformers_version]
+    image = HF_TRAINING_IMAGES[section.transformers_version]
     return image_uris.retrieve(framework="huggingface", region=region, version=section.transformers_version,
-                               base_framework_version=base, py_version=py, instance_type=instance_type,
-                               image_scope="training")
-
-
-def launcher_module():
-    """templates/aws/cloudft_launch.py as a module (its `parse_ref` is the one parser of secret references)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("cloudft_aws_launch", TEMPLATES / LAUNCHER)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+                               base_framework_version=image.base_framework_version, py_version=image.py_version,
+                               instance_type=instance_type, image_scope="training")
 
 
 def _not_found(exc: Exception) -> bool:
@@ -143,8 +134,10 @@ class Submission:
 class Submitter:
     """Builds and starts the SageMaker work for one plan on one boto3 session."""
 
-    def __init__(self, plan: "Plan", section: "AwsSection", boto):
+    def __init__(self, plan: "Plan", section: "AwsSection", boto, fetch: "Optional[Fetch]" = None):
         self.plan = plan
+        self.fetch = fetch  # how the wheelhouse's wheels are fetched (default: pip download; wheelhouse.build)
+        self._code: Optional[tuple[Optional[Path], list[str]]] = None
         self.section = section
         self.boto = boto
         self.rerun = plan.rerun
@@ -157,6 +150,20 @@ class Submitter:
     # -- pieces -------------------------------------------------------------------------------
     def image(self) -> str:
         return training_image(self.section, self.boto.region_name, self.compute.type)
+
+    def code_extras(self) -> tuple[Optional[Path], list[str]]:
+        """(the wheelhouse folder, what pip must still download at start) for the HF image; (None, []) for
+        aws.image_uri, which holds train_entry's requirements itself (the launcher checks it at start)."""
+        if self._code is None:
+            self._code = (None, [])
+            if not self.section.image_uri:
+                from . import wheelhouse
+                from .images import HF_TRAINING_IMAGES, check_image
+
+                version = self.section.transformers_version
+                self._code = (wheelhouse.build(HF_TRAINING_IMAGES[version], self.fetch),
+                              check_image(version).downloads)
+        return self._code
 
     def upload_data(self, stage: "StagePlan") -> list:
         """Dataset files → s3://bucket/prefix/datasets/<version>/<file> (skipped when present); the channels."""
@@ -200,8 +207,12 @@ class Submitter:
         from .session import sdk_role_check_off
 
         s, spec, c = self.section, self.plan.spec, self.compute
-        code_dir = stage_source_dir(Path(self._tmp.name) / stage.name, stage.run_config,
-                                    with_requirements=not s.image_uri)
+        wheels, downloads = self.code_extras()
+        code_dir = stage_source_dir(Path(self._tmp.name) / stage.name, stage.run_config, wheels, downloads)
+        files, size = tree_size(code_dir)
+        log.info("stage %s code channel: %d files, %.2f MiB (wheelhouse: %s; downloaded at start: %s)", stage.name,
+                 files, size / 2**20, ", ".join(p.name for p in sorted(wheels.glob("*.whl"))) if wheels else "none",
+                 ", ".join(downloads) or "nothing")
         rc, stop = resource_config(self.plan, s), stopping_condition(self.plan, s)
         networking = None
         if s.subnets or s.security_group_ids or s.network_isolation or s.inter_container_encryption:
@@ -216,7 +227,7 @@ class Submitter:
                 base_job_name=job_name,
                 input_s3_key_prefix="code",  # under the session's default_bucket_prefix (aws.prefix)
                 source_code=SourceCode(source_dir=str(code_dir), entry_script=LAUNCHER,
-                                       requirements="requirements.txt" if (code_dir / "requirements.txt").exists()
+                                       requirements=DOWNLOADS if (code_dir / DOWNLOADS).exists()
                                        else None),
                 compute=Compute(instance_type=rc["InstanceType"], instance_count=rc["InstanceCount"],
                                 volume_size_in_gb=rc["VolumeSizeInGB"], volume_kms_key_id=rc.get("VolumeKmsKeyId"),

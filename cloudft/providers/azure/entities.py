@@ -146,11 +146,11 @@ def choose_compute(plan: "Plan", section: AzureSection) -> ComputeChoice:
 # -- environment -------------------------------------------------------------------------------------
 
 def pip_requirements() -> list[str]:
-    """train_entry's requirements plus what Azure ML tracking and Key Vault need."""
-    req = train_entry_dir() / "requirements.txt"
+    """train_entry's requirements (with the report's extras) plus what Azure ML tracking and Key Vault need."""
+    files = [train_entry_dir() / name for name in ("requirements.txt", "requirements-report.txt")]
     lines = FALLBACK_PIP
-    if req.is_file():
-        lines = tuple(ln.split("#")[0].strip() for ln in req.read_text().splitlines())
+    if files[0].is_file():
+        lines = tuple(ln.split("#")[0].strip() for f in files if f.is_file() for ln in f.read_text().splitlines())
     out = [ln for ln in lines if ln and not ln.startswith("-")]
     out += [p for p in EXTRA_PIP if p not in out]
     return out
