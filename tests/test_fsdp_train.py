@@ -5,7 +5,8 @@ train_entry sets it up for `distributed.strategy: fsdp` (train_entry/sharding.py
   same final weights within TOLERANCE: full fine-tuning (fp32, full weights gathered on rank 0), and QLoRA with
   activation checkpointing (4-bit weights stored in the compute dtype and sharded, the adapter gathered on rank 0).
 - kill -9 of a sharded run (launcher and ranks) resumes from the newest complete checkpoint and ends where an
-  uninterrupted run ends; SIGTERM makes every rank checkpoint at the same step and exit.
+  uninterrupted run ends; `cloudft stop` (SIGTERM) of a local FSDP run makes every rank checkpoint at the same step
+  and stop, and submitting the spec again resumes there.
 """
 
 from __future__ import annotations
@@ -196,19 +197,27 @@ def test_fsdp_kill_9_resumes_and_ends_like_an_uninterrupted_run(finished, tiny_m
     assert _max_diff(_weights(out), _weights(reference)) <= TOLERANCE
 
 
-def test_fsdp_sigterm_checkpoints_every_rank_at_the_same_step(tiny_model, train_file, tmp_path):
-    config = _config(tmp_path / "term", tiny_model, train_file, "fsdp", "none", max_steps=100000,
-                     save_steps=100000)
-    out = tmp_path / "term" / "out"
-    proc = _torchrun(config)
+def test_fsdp_local_run_stops_with_a_checkpoint_of_every_rank_and_resubmit_resumes(tmp_path, tiny_model):
+    """The local provider end to end: `cloudft submit` plans FSDP over 2 processes and its runner starts torchrun;
+    `cloudft stop` (SIGTERM) makes both ranks checkpoint at the same step and stop; the same spec again resumes
+    there and finishes."""
+    from test_cli import cloudft, write_spec
+
+    spec = write_spec(tmp_path, tiny_model, max_steps=40, save_steps=100000, per_device_batch_size=4)
+    spec.write_text(spec.read_text() + "compute: {gpus_per_node: 2}\ndistributed: {strategy: fsdp}\n")
+    info = json.loads(cloudft("submit", str(spec), "--detach", "--json").stdout)
+    plan = json.loads((Path(info["run_dir"]) / "plan.json").read_text())
+    assert plan["instance"]["strategy"] == "fsdp" and plan["stages"][0]["run_config"]["distributed"]["strategy"] \
+        == "fsdp"
+    out = Path(plan["stages"][0]["run_config"]["outputs"]["output_dir"])
     deadline = time.time() + 300
-    while _steps_logged(out) < 2 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, _console(config)[-3000:]
-    proc.send_signal(signal.SIGTERM)  # torchrun passes it to both ranks
-    proc.wait(timeout=60)
-    ckpt = latest_valid(tmp_path / "term" / "ckpt")
-    assert ckpt is not None, _console(config)[-3000:]
+    while time.time() < deadline and _steps_logged(out) < 2:
+        time.sleep(0.2)
+    assert _steps_logged(out) >= 2, (Path(info["run_dir"]) / "log.txt").read_text()[-3000:]
+    assert "stopped" in cloudft("stop", info["run_id"], timeout=120).stdout
+    assert json.loads(cloudft("status", info["run_id"], "--json").stdout)["status"] == "stopped"
+    ckpt = latest_valid(Path(plan["stages"][0]["run_config"]["outputs"]["checkpoint_dir"]))
+    assert ckpt is not None, "SIGTERM did not leave a complete checkpoint"
     step = json.loads((ckpt / "trainer_state.json").read_text())["global_step"]
     assert step >= 2 and [p.name for p in ckpt.parent.glob("checkpoint-*")] == [ckpt.name]  # one step for all
     listed = json.loads((ckpt / MARKER).read_text())["files"]
@@ -216,6 +225,14 @@ def test_fsdp_sigterm_checkpoints_every_rank_at_the_same_step(tiny_model, train_
             "rng_state_1.pth"} <= set(listed)
     for name in ("train_entry.log", "train_entry.rank1.log"):  # both ranks stopped after the checkpoint
         assert '"event": "interrupted"' in (out / name).read_text()
+
+    proc = cloudft("submit", str(spec), timeout=400)  # the same spec and data: resumes, then finishes
+    assert "completed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    again = Path(json.loads(cloudft("runs", "--json").stdout)[0]["run_dir"]) / "0-sft" / "output"
+    starts = [json.loads(line.split("##cloudft ", 1)[1]) for line in (again / "train_entry.log").read_text()
+              .splitlines() if '"train_start"' in line]
+    assert starts[-1]["resumed_from"] == step
+    assert (again / "adapter_model.safetensors").is_file()
 
 
 def test_fsdp_run_config_started_as_one_process_is_a_config_error(tiny_model, train_file, tmp_path, capsys):

@@ -64,6 +64,12 @@ class ProgressCallback(TrainerCallback):
             # every rank reports a digest of its trainable weights: data-parallel replicas must agree, and so
             # must the gathered weights of a sharded run
             emit("rank_digest", rank=args.process_index, digest=trainable_digest(model))
+        import torch
+
+        if torch.cuda.is_available():  # measured peak per GPU, to check the planner's memory model against
+            emit("gpu_memory", rank=args.process_index,
+                 max_allocated_mib=round(torch.cuda.max_memory_allocated() / 2**20, 1),
+                 max_reserved_mib=round(torch.cuda.max_memory_reserved() / 2**20, 1))
 
 
 def trainable_digest(model) -> str:
