@@ -84,12 +84,17 @@ def _close(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) / max(abs(y), 1e-6) for x, y in zip(a, b))
 
 
-def test_fsdp_qlora_bf16_shards_the_4bit_weights_and_matches_ddp(tmp_path, small_model):
-    sharded = _run(tmp_path / "fsdp", small_model, "fsdp", "qlora")
-    replicated = _run(tmp_path / "ddp", small_model, "ddp", "qlora")
+def _sharded_and_replicated(root: Path, model: Path, peft: str) -> tuple[Path, Path]:
+    """The same run under FSDP and under DDP; their losses agree within BF16_TOLERANCE."""
+    sharded, replicated = _run(root / "fsdp", model, "fsdp", peft), _run(root / "ddp", model, "ddp", peft)
     diff = _close(_losses(sharded), _losses(replicated))
-    print(f"\nFSDP-QLoRA vs DDP QLoRA (bf16, 2 GPUs): max relative loss difference {diff:.2e}")
+    print(f"\n{peft}: FSDP vs DDP (bf16, 2 GPUs): max relative loss difference {diff:.2e}")
     assert diff <= BF16_TOLERANCE
+    return sharded, replicated
+
+
+def test_fsdp_qlora_bf16_shards_the_4bit_weights_and_matches_ddp(tmp_path, small_model):
+    sharded, replicated = _sharded_and_replicated(tmp_path, small_model, "qlora")
     for e in _events(sharded, "shards"):
         assert e["linear4bit"] == e["linear4bit_sharded"] > 0 and e["linear4bit_storage"] == "bfloat16"
     fsdp_peak = max(e["max_allocated_mib"] for e in _events(sharded, "gpu_memory"))
@@ -102,11 +107,7 @@ def test_fsdp_qlora_bf16_shards_the_4bit_weights_and_matches_ddp(tmp_path, small
 def test_fsdp_full_fine_tune_bf16_saves_gathered_bf16_weights(tmp_path, small_model):
     from safetensors.torch import load_file
 
-    sharded = _run(tmp_path / "fsdp", small_model, "fsdp", "none")
-    replicated = _run(tmp_path / "ddp", small_model, "ddp", "none")
-    diff = _close(_losses(sharded), _losses(replicated))
-    print(f"\nFSDP vs DDP full fine-tuning (bf16, 2 GPUs): max relative loss difference {diff:.2e}")
-    assert diff <= BF16_TOLERANCE
+    sharded, replicated = _sharded_and_replicated(tmp_path, small_model, "none")
     weights = load_file(str(sharded / "model.safetensors"))
     assert {str(v.dtype) for v in weights.values()} == {"torch.bfloat16"}
     assert weights.keys() == load_file(str(replicated / "model.safetensors")).keys()
