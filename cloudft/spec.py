@@ -160,6 +160,17 @@ class JobSpec(StrictModel):
                                               {"message": _message(err), "at": at}) from None
         return self
 
+    @model_validator(mode="after")
+    def _prompt_learning_is_not_sharded(self) -> "JobSpec":
+        if self.distributed.strategy == "fsdp" and self.peft.is_prompt_learning:
+            raise PydanticCustomError(
+                "unshardable", "{message}",
+                {"message": f"peft.type {self.peft.type} with distributed.strategy fsdp: prompt-learning methods "
+                            "cannot be sharded (their virtual-token encoder sits outside the decoder layers FSDP "
+                            "wraps); they train few parameters: use strategy ddp or auto",
+                 "at": ("distributed", "strategy")})
+        return self
+
     @field_validator("distributed")
     @classmethod
     def _fsdp_settings_need_fsdp(cls, v: DistributionSettings) -> DistributionSettings:

@@ -170,6 +170,22 @@ def test_fsdp_settings_with_ddp_are_refused_at_the_field():
         load_spec_text("name: x\nbase_model: m\ndata: {train: a.jsonl}\ndistributed: {strategy: fsdpp}\n")
 
 
+def test_prompt_learning_is_not_sharded(tmp_path):
+    """Prefix/prompt/P-tuning encoders sit outside the decoder layers FSDP wraps (PyTorch refuses the mixed
+    Tensor/DTensor embedding): refused with fsdp, never chosen by auto."""
+    text = ("name: x\nbase_model: m\ndata: {train: a.jsonl}\npeft: {type: prompt}\n"
+            "distributed: {strategy: fsdp}\n")
+    with pytest.raises(SpecError, match="prompt-learning methods cannot be sharded") as err:
+        load_spec_text(text, path="s.yaml")
+    assert "s.yaml:5" in err.value.render()
+    body = "peft: {type: prefix}\ntraining: {per_device_batch_size: 16, max_length: 4096}\n" \
+           "compute: {instance_type: ml.g5.12xlarge}\n" + AWS
+    _, plan = _plan(_spec(tmp_path, body), "aws")
+    assert plan.estimate.instance.strategy == "ddp"
+    assert plan.estimate.instance.strategy_reason.endswith("and prompt-learning methods are not sharded")
+    _agrees(plan)
+
+
 def test_hybrid_shard_needs_a_provider_with_several_nodes(tmp_path):
     path = _spec(tmp_path, "compute: {gpus_per_node: 2}\ndistributed: {strategy: fsdp, sharding: hybrid_shard}\n")
     with pytest.raises(SpecError, match="hybrid_shard replicates the model across nodes"):

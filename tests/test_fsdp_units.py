@@ -10,7 +10,7 @@ import pytest
 
 from train_entry.checkpoints import MARKER, agreed_checkpoint, is_complete, mark_complete, node_marker
 from train_entry.config import DataConfig, DistributedConfig, PeftConfig, RunConfig, TrainingConfig
-from train_entry.sharding import ShardingError, decoder_layer_classes, fsdp_arguments, hybrid_mesh
+from train_entry.sharding import ShardingError, check_world, decoder_layer_classes, fsdp_arguments, hybrid_mesh
 
 
 def _cfg(model, **dist) -> RunConfig:
@@ -57,6 +57,15 @@ def test_sharded_qlora_stores_4bit_weights_in_the_compute_dtype():
     assert quantization_config(peft, "bf16").bnb_4bit_quant_storage == torch.uint8  # unsharded: bitsandbytes' own
     with pytest.raises(ShardingError, match="8-bit QLoRA weights cannot be sharded"):
         quantization_config(PeftConfig(type="qlora", quantization={"bits": 8}), "bf16", sharded=True)
+
+
+def test_a_run_config_that_cannot_shard_is_refused_before_training(tiny_model):
+    cfg = _cfg(tiny_model)
+    check_world(cfg, 2)
+    with pytest.raises(ShardingError, match="single process"):
+        check_world(cfg, 1)
+    with pytest.raises(ShardingError, match="prompt-learning methods .* cannot be sharded"):
+        check_world(cfg.model_copy(update={"peft": PeftConfig(type="p_tuning")}), 2)
 
 
 def test_a_model_without_decoder_layers_to_wrap_is_a_config_error(tmp_path):

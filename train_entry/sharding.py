@@ -47,8 +47,17 @@ class ShardingError(ValueError):
         self.cause, self.fix = cause, fix
 
 
+#: Why prompt-learning methods are not sharded (the spec refuses them with fsdp; the planner does not choose it).
+PROMPT_LEARNING_UNSHARDED = ("prompt-learning methods (prefix, prompt, p_tuning) cannot be sharded: their "
+                             "virtual-token encoder sits outside the decoder layers FSDP wraps (PyTorch: "
+                             "'aten.embedding.default got mixed torch.Tensor and DTensor')")
+
+
 def check_world(cfg: RunConfig, world_size: int) -> None:
-    """FSDP needs several processes; a run config that says fsdp started as one process is a launch mistake."""
+    """FSDP needs several processes and a method it can shard; a run config that says fsdp started as one process
+    is a launch mistake."""
+    if cfg.peft.is_prompt_learning:
+        raise ShardingError(PROMPT_LEARNING_UNSHARDED, "they train few parameters: set distributed.strategy: ddp")
     if world_size < 2:
         raise ShardingError("the run config says distributed.strategy: fsdp but this is a single process "
                             "(WORLD_SIZE 1)",

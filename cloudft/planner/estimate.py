@@ -172,20 +172,22 @@ def choose_strategy(arch: Arch, stages: "list[RunConfig]", inst: Instance, count
     world = inst.gpus * count
     want = dist.strategy if dist is not None else "auto"
     unsharded = "single" if world == 1 else "ddp"
-    usable = f"{inst.usable_gpu_memory_gb:.1f} GB usable on one {inst.gpu}"
-    if want == "fsdp" or (want == "auto" and world > 1):
-        shard = shard_size(dist, inst.gpus, count)
-        offload = dist is not None and dist.cpu_offload
-        if want == "fsdp":
-            return "fsdp", stage_memory(arch, stages, shard, cpu_offload=offload), "distributed.strategy: fsdp"
-        mem = stage_memory(arch, stages, 1)
-        if fits(mem, inst):
-            return unsharded, mem, f"the whole model fits one GPU (peak {_peak(mem):.1f} GB <= {usable})"
-        return ("fsdp", stage_memory(arch, stages, shard, cpu_offload=offload),
-                f"data parallel needs {_peak(mem):.1f} GB per GPU > {usable}")
+    shard = shard_size(dist, inst.gpus, count)
+    offload = dist is not None and dist.cpu_offload
+    if want == "fsdp":
+        return "fsdp", stage_memory(arch, stages, shard, cpu_offload=offload), "distributed.strategy: fsdp"
     mem = stage_memory(arch, stages, 1)
-    why = "distributed.strategy: ddp" if want == "ddp" else "one GPU"
-    return unsharded, mem, why
+    if want == "ddp":
+        return unsharded, mem, "distributed.strategy: ddp"
+    if world == 1:
+        return unsharded, mem, "one GPU"
+    usable = f"{inst.usable_gpu_memory_gb:.1f} GB usable on one {inst.gpu}"
+    if fits(mem, inst):
+        return unsharded, mem, f"the whole model fits one GPU (peak {_peak(mem):.1f} GB <= {usable})"
+    too_big = f"data parallel needs {_peak(mem):.1f} GB per GPU > {usable}"
+    if any(rc.peft.is_prompt_learning for rc in stages):  # train_entry.sharding.PROMPT_LEARNING_UNSHARDED
+        return unsharded, mem, too_big + ", and prompt-learning methods are not sharded"
+    return "fsdp", stage_memory(arch, stages, shard, cpu_offload=offload), too_big
 
 
 def evaluate(arch: Arch, stages: "list[RunConfig]", inst: Instance, count: int, sizes: list[DataSize],
