@@ -36,10 +36,16 @@ def test_fsdp_arguments_become_accelerates_fsdp2_plugin(tmp_path, tiny_model):
         "state_dict_type"] == "FULL_STATE_DICT"
 
 
-def test_hybrid_shard_is_a_two_dimensional_mesh(tiny_model):
-    args = fsdp_arguments(_cfg(tiny_model, sharding="hybrid_shard", nnodes=2, nproc_per_node=4), 8,
-                          ["LlamaDecoderLayer"])
-    pc = args["parallelism_config"]
+def test_hybrid_shard_is_a_two_dimensional_mesh_on_gpus(tiny_model, monkeypatch):
+    import torch
+
+    hybrid = _cfg(tiny_model, sharding="hybrid_shard", nnodes=2, nproc_per_node=4)
+    if not torch.cuda.is_available():  # accelerate refuses a mesh on a CPU world: said before training starts
+        with pytest.raises(ShardingError, match="hybrid_shard on CPUs") as err:
+            fsdp_arguments(hybrid, 8, ["LlamaDecoderLayer"])
+        assert err.value.fix.startswith("set distributed.sharding: full_shard")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the mesh a GPU run gets
+    pc = fsdp_arguments(hybrid, 8, ["LlamaDecoderLayer"])["parallelism_config"]
     assert (pc.dp_replicate_size, pc.dp_shard_size) == (2, 4)  # replicate across nodes, shard within one
     for world, per_node in ((4, 4), (4, 1), (6, 4)):
         with pytest.raises(ShardingError, match="hybrid_shard needs at least 2 nodes"):

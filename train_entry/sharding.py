@@ -21,7 +21,8 @@ CPU (gloo): accelerate 1.15 enables FSDP only for GPU-like distributed types (ac
 AcceleratorState.__init__: the FSDP branch lists MULTI_GPU, MULTI_XPU, ... but not MULTI_CPU) and silently drops
 the plugin on a CPU world, which would train data parallel while the plan says sharded. PyTorch's FSDP2 runs on
 CPU tensors with gloo, so `cpu_trainer` switches the accelerator to FSDP after it is created; everything else
-(wrapping, sharded checkpoints, loading, gathering) is accelerate's own code.
+(wrapping, sharded checkpoints, loading, gathering) is accelerate's own code. `hybrid_shard` cannot run on CPUs:
+accelerate checks its device mesh against the distributed type while the Accelerator is built (see `hybrid_mesh`).
 """
 
 from __future__ import annotations
@@ -115,8 +116,14 @@ def describe_fsdp(fsdp_config: dict[str, Any], cfg: RunConfig, world_size: int) 
 
 def hybrid_mesh(world_size: int, per_node: int):
     """accelerate's 2-D mesh for HSDP: `per_node` shards within a node, replicated over the nodes."""
+    import torch
     from accelerate import ParallelismConfig
 
+    if not torch.cuda.is_available():
+        raise ShardingError("hybrid_shard on CPUs: accelerate refuses a device mesh there (Accelerator: "
+                            "'ParallelismConfig is only compatible DistributedType.FSDP (version 2) or "
+                            "DistributedType.Multi{Device} or DistributedType.DEEPSPEED, but got "
+                            "DistributedType.MULTI_CPU')", "set distributed.sharding: full_shard, or run on GPUs")
     if per_node < 2 or world_size % per_node or world_size // per_node < 2:
         raise ShardingError(f"hybrid_shard needs at least 2 nodes of at least 2 processes each; this run has "
                             f"{world_size} processes, {per_node} per node", "set distributed.sharding: full_shard")
