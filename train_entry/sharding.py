@@ -2,9 +2,9 @@
 
 What train_entry sets (`fsdp_arguments`, read by transformers' TrainingArguments into accelerate's
 FullyShardedDataParallelPlugin):
-- FSDP2 (`fully_shard`, transformers 5 / accelerate >= 1.x default), one FSDP unit per decoder layer: the wrap policy
-  names the model's decoder-layer classes (`_no_split_modules`, e.g. LlamaDecoderLayer); accelerate adds one unit
-  for the input embeddings and one for the final norm + output head.
+- FSDP2 (`fully_shard`; `fsdp_config.version: 2`, the default of transformers 5), one FSDP unit per decoder
+  layer: the wrap policy names the model's decoder-layer classes (`_no_split_modules`, e.g. LlamaDecoderLayer);
+  accelerate adds one unit for the input embeddings and one for the final norm + output head.
 - Activation checkpointing by FSDP itself (`fsdp_config.activation_checkpointing`, non-reentrant
   checkpoint_wrapper around each decoder layer) instead of the trainer's gradient checkpointing, which would
   all-gather every layer once more in the backward (transformers refuses both at once).
@@ -159,7 +159,8 @@ def shard_summary(model) -> dict[str, Any]:
         local = getattr(p, "_local_tensor", p)
         held += local.numel() * local.element_size()
         total += p.numel() * p.element_size()
-    four_bit = [m.weight for m in model.modules() if type(m).__name__ == "Linear4bit"]
+    four_bit = [m.weight for m in model.modules()  # bitsandbytes' own (PEFT's LoRA wrapper has the same name)
+                if type(m).__name__ == "Linear4bit" and type(m).__module__.startswith("bitsandbytes")]
     return {"held_mib": round(held / 2**20, 4), "total_mib": round(total / 2**20, 4),
             "linear4bit": len(four_bit), "linear4bit_sharded": sum(hasattr(w, "_local_tensor") for w in four_bit),
             "linear4bit_storage": str(four_bit[0].dtype).replace("torch.", "") if four_bit else None}
