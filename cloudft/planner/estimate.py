@@ -22,8 +22,8 @@ PADDING_FACTOR = 1.25  # dynamic padding without packing processes ~25% pad toke
 PAIRWISE_TOKEN_FACTOR = 4 / 3  # chosen+rejected each repeat the prompt (prompt ≈ 1/3 of a record's text)
 RL_FACTOR = 3.0  # online RL: generation costs ~2x the training pass (rough)
 DEFAULT_LOSS = {"sft": "chunked"}  # TRL SFTTrainer's default loss_type is chunked_nll; others hold full logits
-#: Share of an instance's host memory that CPU-offloaded FSDP shards may take (the rest: the OS, the Python
-#: processes, data loading, the rank-0 copy of the final weights). Assumption.
+#: Share of an instance's host memory a sharded run's processes may take for loading the model and for CPU-offloaded
+#: shards (the rest: the OS, the Python processes, data loading, the rank-0 copy of the final weights). Assumption.
 HOST_USABLE_FRACTION = 0.8
 
 
