@@ -36,27 +36,24 @@ class Capabilities:
 
 CAPABILITIES: dict[str, Capabilities] = {
     "local": Capabilities(
-        provider="local", spot=False, multi_node=False, pipelines=True, sharding=False, deploy=True, artifacts=True,
+        provider="local", spot=False, multi_node=False, pipelines=True, sharding=True, deploy=True, artifacts=True,
         launcher="torchrun", secret_refs=("env:",), data_schemes=(),
         why_not={"spot": "this machine has no spot capacity to save on",
                  "multi_node": "local runs use this one machine (compute.gpus_per_node processes)",
-                 "sharding": "train_entry runs data parallel only (FSDP is not built yet)",
                  "secret_refs": "local runs read secrets from this machine's environment (env:VAR); cloud "
                                 "references are resolved by aws/azure",
                  "data_schemes": "local runs read local files"}),
     "aws": Capabilities(
-        provider="aws", spot=True, multi_node=True, pipelines=True, sharding=False, deploy=True, artifacts=True,
+        provider="aws", spot=True, multi_node=True, pipelines=True, sharding=True, deploy=True, artifacts=True,
         launcher="torchrun", secret_refs=("arn:aws:secretsmanager:", "secretsmanager:"), data_schemes=("s3://",),
-        why_not={"sharding": "train_entry runs data parallel only (FSDP is not built yet)",
-                 "secret_refs": "SageMaker jobs resolve Secrets Manager references; an env: value would be written "
+        why_not={"secret_refs": "SageMaker jobs resolve Secrets Manager references; an env: value would be written "
                                 "into the job request",
                  "data_schemes": "SageMaker channels read s3:// or files cloudft uploads"}),
     "azure": Capabilities(
-        provider="azure", spot=True, multi_node=True, pipelines=True, sharding=False, deploy=True, artifacts=True,
+        provider="azure", spot=True, multi_node=True, pipelines=True, sharding=True, deploy=True, artifacts=True,
         launcher="platform", secret_refs=("keyvault:",),
         data_schemes=("azureml://", "azureml:", "https://", "wasbs://", "abfss://"),
-        why_not={"sharding": "train_entry runs data parallel only (FSDP is not built yet)",
-                 "secret_refs": "Azure ML jobs resolve Key Vault secrets (azure.key_vault names the vault)",
+        why_not={"secret_refs": "Azure ML jobs resolve Key Vault secrets (azure.key_vault names the vault)",
                  "data_schemes": "Azure ML reads azureml://, https://, wasbs:// / abfss:// or files cloudft "
                                  "registers as data assets"}),
 }
@@ -97,6 +94,14 @@ def check_capabilities(spec: "JobSpec", provider: str) -> list[Finding]:
         refuse(("compute", "instance_count"), "multi_node", f"the {provider} provider runs on one node",
                f"set compute.instance_count: 1 (use compute.gpus_per_node for several processes), or submit with "
                f"{_other(provider, 'multi_node')}")
+    dist = spec.distributed
+    if dist.strategy == "fsdp" and not caps.sharding:
+        refuse(("distributed", "strategy"), "sharding", f"the {provider} provider cannot shard a model",
+               f"set distributed.strategy: ddp or auto, or submit with {_other(provider, 'sharding')}")
+    if dist.sharding == "hybrid_shard" and not caps.multi_node:
+        refuse(("distributed", "sharding"), "multi_node",
+               f"hybrid_shard replicates the model across nodes and the {provider} provider runs on one",
+               f"set distributed.sharding: full_shard, or submit with {_other(provider, 'multi_node')}")
     if spec.stages and len(spec.stages) > 1 and not caps.pipelines:
         refuse(("stages",), "pipelines", f"the {provider} provider runs one stage per job",
                "submit each stage as its own spec")

@@ -162,13 +162,16 @@ def _stage_data_config(spec: JobSpec, stage: StageSpec, rdata: ResolvedData, loc
     return DataConfig.model_validate(data.model_copy(update=update).model_dump())
 
 
-def _distributed(provider: str, estimate: Estimate) -> DistributedConfig:
-    """The world layout of the chosen instance, launched the way the provider launches processes."""
+def _distributed(spec: JobSpec, provider: str, estimate: Estimate) -> DistributedConfig:
+    """The world layout of the chosen instance, launched the way the provider launches processes, with the
+    strategy the planner chose (`estimate.instance.strategy`) and the spec's `distributed:` settings."""
     choice = estimate.instance
     launcher = capabilities_of(provider).launcher
     if launcher != "platform" and not choice.distributed:
         launcher = "none"  # one process: nothing to launch (a platform launcher starts even one itself)
-    return DistributedConfig(nnodes=choice.count, nproc_per_node=max(choice.gpus, 1), launcher=launcher)
+    settings = spec.distributed.model_dump(exclude={"strategy"})
+    return DistributedConfig(**settings, strategy=choice.strategy, nnodes=choice.count,
+                             nproc_per_node=max(choice.gpus, 1), launcher=launcher)
 
 
 def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None, locate: Optional[Locate] = None,
@@ -205,7 +208,7 @@ def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None, locat
         )
         drafts.append((loc, links, work_key, rc))
     estimate = estimate_plan(spec, provider, [d[3] for d in drafts], data, machine=machine)
-    distributed = _distributed(provider, estimate)
+    distributed = _distributed(spec, provider, estimate)
     stages = tuple(
         StagePlan(index=i, method=str(specs[i].method), run_config=rc.model_copy(update={"distributed": distributed}),
                   locations=loc, links=links, work_key=key, produces=stage_artifact(str(specs[i].method),

@@ -19,7 +19,9 @@ from pydantic_core import PydanticCustomError
 
 from train_entry.config import (
     ENV_NAME,
+    FSDP_ONLY_FIELDS,
     DataConfig,
+    DistributionSettings,
     EvalConfig,
     ExportConfig,
     Method,
@@ -122,6 +124,10 @@ class JobSpec(StrictModel):
     data: DataConfig
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    distributed: DistributionSettings = Field(
+        default_factory=DistributionSettings,
+        description="How several GPUs share the work: strategy auto | ddp | fsdp, and FSDP's sharding scope, CPU "
+                    "offload and checkpoint format (the run config's `distributed` section).")
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -153,6 +159,30 @@ class JobSpec(StrictModel):
                     raise PydanticCustomError("stage_training", "{message}",
                                               {"message": _message(err), "at": at}) from None
         return self
+
+    @model_validator(mode="after")
+    def _prompt_learning_is_not_sharded(self) -> "JobSpec":
+        if self.distributed.strategy == "fsdp" and self.peft.is_prompt_learning:
+            raise PydanticCustomError(
+                "unshardable", "{message}",
+                {"message": f"peft.type {self.peft.type} with distributed.strategy fsdp: prompt-learning methods "
+                            "cannot be sharded (their virtual-token encoder sits outside the decoder layers FSDP "
+                            "wraps); they train few parameters: use strategy ddp or auto",
+                 "at": ("distributed", "strategy")})
+        return self
+
+    @field_validator("distributed")
+    @classmethod
+    def _fsdp_settings_need_fsdp(cls, v: DistributionSettings) -> DistributionSettings:
+        if v.strategy == "ddp":
+            for name in FSDP_ONLY_FIELDS:
+                if name in v.model_fields_set:
+                    raise PydanticCustomError(
+                        "fsdp_only", "{message}",
+                        {"message": f"distributed.{name} applies to strategy fsdp only; with ddp every GPU holds "
+                                    "the whole model (remove it, or set strategy: fsdp or auto)",
+                         "at": ("distributed", name)})
+        return v
 
     @field_validator("secrets")
     @classmethod

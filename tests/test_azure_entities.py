@@ -67,7 +67,8 @@ def test_single_stage_dry_run_writes_command_job_that_loads_and_validates(tmp_pa
     assert job.environment_variables["CLOUDFT_SECRETS"] == "HF_TOKEN=hf-token"
     assert job.environment_variables["CLOUDFT_KEY_VAULT"] == "cloudft-kv"
     run_json = yaml.safe_load((tmp_path / "code" / "cloudft_run" / "stage0.json").read_text())
-    assert run_json["distributed"] == {"nnodes": 1, "nproc_per_node": 1, "launcher": "platform"}
+    assert {k: run_json["distributed"][k] for k in ("nnodes", "nproc_per_node", "launcher", "strategy")} == {
+        "nnodes": 1, "nproc_per_node": 1, "launcher": "platform", "strategy": "single"}
     assert run_json["tracking"]["mlflow"] is True and run_json["env_secrets"] == ["HF_TOKEN"]
     assert (tmp_path / "code" / "train_entry" / "config.py").exists()
     assert (tmp_path / "code" / "cloudft_launch.py").exists()
@@ -101,7 +102,8 @@ def test_pipeline_dry_run_wires_dpo_to_sft_adapter_spot_two_nodes(tmp_path):
     assert raw["outputs"]["adapter"]["path"].endswith("/1-dpo/adapter/")
     stage1 = yaml.safe_load((tmp_path / "code" / "cloudft_run" / "stage1.json").read_text())
     assert stage1["method"] == "dpo" and stage1["outputs"]["init_adapter"].endswith("/0-sft/adapter/")
-    assert stage1["distributed"] == {"nnodes": 2, "nproc_per_node": 2, "launcher": "platform"}
+    assert {k: stage1["distributed"][k] for k in ("nnodes", "nproc_per_node", "launcher", "strategy")} == {
+        "nnodes": 2, "nproc_per_node": 2, "launcher": "platform", "strategy": "ddp"}
 
 
 def test_environment_version_follows_content():

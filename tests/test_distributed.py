@@ -13,8 +13,9 @@ def test_two_process_data_parallel_run(tmp_path, tiny_model):
     spec = write_spec(tmp_path, tiny_model, max_steps=4, per_device_batch_size=2)
     spec.write_text(spec.read_text() + "compute: {gpus_per_node: 2}\n")
     plan = json.loads(cloudft("plan", str(spec), "--json").stdout)
-    assert plan["stages"][0]["run_config"]["distributed"] == {"nnodes": 1, "nproc_per_node": 2,
-                                                              "launcher": "torchrun"}
+    dist = plan["stages"][0]["run_config"]["distributed"]
+    assert {k: dist[k] for k in ("nnodes", "nproc_per_node", "launcher", "strategy")} == {
+        "nnodes": 1, "nproc_per_node": 2, "launcher": "torchrun", "strategy": "ddp"}
     proc = cloudft("submit", str(spec), timeout=400)
     assert "completed" in proc.stdout, proc.stdout + proc.stderr
     run = json.loads(cloudft("runs", "--json").stdout)[0]

@@ -71,7 +71,8 @@ def test_components_react_to_settings():
     eight = _peak(dataclasses.replace(base, peft="none", optimizer="adamw_8bit"))
     assert eight["optimizer_gb"] < full["optimizer_gb"] / 1.9
     sharded = _peak(dataclasses.replace(base, peft="none", shard_devices=8))
-    assert sharded["optimizer_gb"] == pytest.approx(full["optimizer_gb"] / 8, rel=0.01)
+    # FSDP keeps fp32 master weights of the 16-bit model: AdamW m, v in fp32 too, then split over 8 GPUs
+    assert sharded["optimizer_gb"] == pytest.approx(2 * full["optimizer_gb"] / 8, rel=0.01)
 
 
 def test_dpo_holds_two_sequences_and_full_ft_dpo_a_reference_model():

@@ -62,8 +62,9 @@ def train(argv: list[str]) -> int:
     except LayoutError as exc:
         return report(describe(exc, cfg))
 
-    from .runtime import world
+    from .runtime import die_with_launcher, world
 
+    die_with_launcher()
     w = world()
     log_file = layout.log_file if w.is_main else layout.log_file.with_name(f"train_entry.rank{w.rank}.log")
     open_log(log_file)
@@ -90,6 +91,7 @@ def _run(cfg: RunConfig, layout, w, log_file: Path) -> int:
             log(f"warning: secret env var {name} is not set")
     ctx = TrainContext(cfg=cfg, layout=layout, world=w, precision=resolve_precision(cfg.training.precision))
     ctx.policy.minutes = cfg.training.save_minutes
+    ctx.policy.per_node = cfg.distributed.nproc_per_node
     ctx.policy.install()
     # transformers reads the TensorBoard directory from the environment
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(layout.logging_dir))

@@ -348,14 +348,48 @@ class ExportConfig(StrictModel):
     quantize: Optional[Literal["8bit", "nf4"]] = Field(None, description="Also write a quantized merged copy.")
 
 
-class DistributedConfig(StrictModel):
-    """World layout. Providers fill it; train_entry reads RANK/WORLD_SIZE from the launcher."""
+class DistributionSettings(StrictModel):
+    """How the processes of a run share the work: the spec's `distributed:` section. The run config's
+    `distributed` section has the same fields (the strategy resolved by the planner) plus the world layout."""
 
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="auto: the planner's choice (data parallel when the model fits one GPU, else FSDP); "
+                            "ddp: every GPU holds the whole model; fsdp: parameters, gradients and optimizer state "
+                            "sharded over the GPUs (PyTorch FSDP2 through accelerate).")
+    sharding: Literal["full_shard", "hybrid_shard"] = Field(
+        "full_shard", description="fsdp: full_shard shards over every GPU of the run; hybrid_shard shards within "
+                                  "each node and replicates across nodes (less traffic between nodes, more memory "
+                                  "per GPU).")
+    cpu_offload: bool = Field(
+        False, description="fsdp: keep the sharded parameters, gradients and optimizer state in CPU memory (the "
+                           "optimizer steps on the CPU): fits larger models, runs much slower.")
+    checkpoints: Literal["sharded", "full"] = Field(
+        "sharded", description="fsdp: 'sharded' (every rank writes its own shard with torch.distributed.checkpoint; "
+                               "fast, no rank holds the whole state) or 'full' (gathered on rank 0 into one file). "
+                               "Final weights are always gathered on rank 0 and saved as a from_pretrained folder.")
+
+
+#: What every field of `distributed:` but `strategy` means for a run that does not shard (for error messages).
+FSDP_ONLY_FIELDS = ("sharding", "cpu_offload", "checkpoints")
+
+
+class DistributedConfig(DistributionSettings):
+    """The run config's `distributed` section: the spec's settings, the strategy the plan chose (cloudft's
+    `plan.estimate.instance.strategy`), and the world layout. train_entry reads RANK/WORLD_SIZE from the launcher.
+
+    `auto` in a hand-written run config means: no sharding (data parallel with several processes)."""
+
+    strategy: Literal["auto", "single", "ddp", "fsdp"] = Field(
+        "auto", description="single | ddp | fsdp as planned (plan.estimate.instance.strategy); auto: data parallel.")
     nnodes: int = Field(1, ge=1, le=1024)
     nproc_per_node: int = Field(1, ge=1, le=64)
     launcher: Literal["none", "torchrun", "platform"] = Field(
         "none", description="'platform' means the provider starts the processes (Azure ML, SageMaker drivers)."
     )
+
+    @property
+    def sharded(self) -> bool:
+        return self.strategy == "fsdp"
 
 
 class OutputsConfig(StrictModel):

@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .callbacks import CheckpointPolicyCallback, ProgressCallback
-from .checkpoints import latest_valid
+from .checkpoints import agreed_checkpoint
 from .config import RunConfig
+from .events import log
 from .layout import Layout
 from .runtime import World
+from .sharding import (ShardReport, check_world, decoder_layer_classes, describe_fsdp, fsdp_arguments,
+                       is_sharded)
 
 
 @dataclass
@@ -26,10 +29,11 @@ class TrainContext:
     @property
     def callbacks(self) -> list:
         progress = ProgressCallback(self.layout.output_dir / "train_log.jsonl", self.cfg.stage, self.cfg.method)
-        return [progress, self.policy]
+        return [progress, self.policy] + ([ShardReport()] if is_sharded(self.cfg) else [])
 
     def resume_checkpoint(self) -> str | None:
-        ckpt = latest_valid(self.layout.checkpoint_dir)
+        """The newest complete checkpoint, the same on every rank."""
+        ckpt = agreed_checkpoint(self.layout.checkpoint_dir)
         return str(ckpt) if ckpt else None
 
     def training_args(self) -> dict[str, Any]:
@@ -78,7 +82,12 @@ class TrainContext:
             if not torch.cuda.is_available():
                 # CPU data parallel: accelerate only wraps the model in DDP when told it runs on the CPU
                 args.update(ddp_backend="gloo", use_cpu=True)
-        if t.gradient_checkpointing:
+        if is_sharded(self.cfg):
+            check_world(self.cfg, self.world.world_size)
+            args.update(fsdp_arguments(self.cfg, self.world.world_size, decoder_layer_classes(self.model_source)))
+            if self.world.is_main:
+                log(describe_fsdp(args["fsdp_config"], self.cfg, self.world.world_size))
+        elif t.gradient_checkpointing:
             args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
         return args
 

@@ -192,10 +192,14 @@ def describe(exc: BaseException, cfg=None, where: str = "training", checkpoint: 
     the checkpoint the run resumed from, if any; `precision` the resolved training precision."""
     from .data import DataError
     from .layout import LayoutError
+    from .sharding import ShardingError
 
     err = next((e for e in _chain(exc) if isinstance(e, ModelLoadError)), None)
     if isinstance(exc, LayoutError):
         return Failure("config", "resolving the run's paths", str(exc), "fix the path in the run config or flag",
+                       EXIT_BAD_INPUT)
+    if isinstance(exc, ShardingError):
+        return Failure("config", "setting up sharded training (distributed.strategy: fsdp)", exc.cause, exc.fix,
                        EXIT_BAD_INPUT)
     if isinstance(exc, DataError):
         return Failure("data", "checking the stage's data and inputs", str(exc),

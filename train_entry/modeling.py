@@ -47,18 +47,35 @@ def load_tokenizer(source: str):
     return tok
 
 
-def quantization_config(peft: PeftConfig, precision: str):
-    """bitsandbytes config for `qlora` (NF4 + double quant by default), None otherwise."""
+def compute_dtype(peft: PeftConfig, precision: str):
+    """The dtype 4-bit weights are dequantized to (quantization.compute_dtype, auto: the run's precision)."""
+    q = peft.quantization
+    if q is None or q.compute_dtype == "auto":
+        return torch_dtype(precision)
+    return getattr(__import__("torch"), q.compute_dtype)
+
+
+def quantization_config(peft: PeftConfig, precision: str, sharded: bool = False):
+    """bitsandbytes config for `qlora` (NF4 + double quant by default), None otherwise. Sharded (FSDP), the
+    4-bit weights are stored in the compute dtype (bnb_4bit_quant_storage): FSDP shards float tensors only, and
+    only tensors of one dtype per unit (bitsandbytes docs, "FSDP-QLoRA")."""
     if peft.type != "qlora" or peft.quantization is None:
         return None
     from transformers import BitsAndBytesConfig
 
     q = peft.quantization
-    compute = torch_dtype(precision) if q.compute_dtype == "auto" else getattr(__import__("torch"), q.compute_dtype)
+    compute = compute_dtype(peft, precision)
     if q.bits == 8:
+        if sharded:
+            from .sharding import ShardingError
+
+            raise ShardingError("8-bit QLoRA weights cannot be sharded by FSDP (bitsandbytes stores them as int8; "
+                                "only 4-bit weights take a float storage dtype)",
+                                "set peft.quantization.bits: 4, or distributed.strategy: ddp")
         return BitsAndBytesConfig(load_in_8bit=True)
+    extra = {"bnb_4bit_quant_storage": compute} if sharded else {}
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
-                              bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=compute)
+                              bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=compute, **extra)
 
 
 def load_model(cfg: RunConfig, precision: str, source: str, *, task: str = "causal_lm", num_labels: int = 1,
@@ -68,11 +85,16 @@ def load_model(cfg: RunConfig, precision: str, source: str, *, task: str = "caus
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    from .sharding import is_sharded
+
+    sharded = is_sharded(cfg)
     kwargs: dict[str, Any] = {"dtype": torch_dtype(precision),
                               "attn_implementation": attention_implementation(cfg.training.attention)}
-    quant = quantization_config(cfg.peft, precision)
+    quant = quantization_config(cfg.peft, precision, sharded)
     if quant is not None:
         kwargs["quantization_config"] = quant
+        if sharded:
+            kwargs["dtype"] = compute_dtype(cfg.peft, precision)  # one float dtype in every FSDP unit
         if torch.cuda.is_available():
             from .runtime import world
 
@@ -84,7 +106,9 @@ def load_model(cfg: RunConfig, precision: str, source: str, *, task: str = "caus
         else:
             model = from_pretrained(AutoModelForCausalLM, source, what, **kwargs)
         phase.advance(round(sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20))
-    if quant is not None:
+    if quant is not None and not sharded:
+        # (sharded: FSDP's mixed precision computes in the compute dtype and FSDP checkpoints activations itself,
+        # so the fp32 copies of norms and embeddings this makes would only add memory; PEFT freezes the base)
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(

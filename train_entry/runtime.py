@@ -30,6 +30,27 @@ def world() -> World:
     return World(rank, local, size)
 
 
+def die_with_launcher() -> None:
+    """Under torchrun, end this process when the launcher dies (Linux PR_SET_PDEATHSIG). torchrun starts each rank
+    in its own session, so a SIGKILL of the run's process group (`cloudft stop` after its grace period, the
+    machine's OOM killer) would otherwise leave ranks training on, writing into the checkpoint folder a resumed
+    run uses."""
+    import sys
+
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the launcher died before the call
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def resolve_precision(precision: str) -> str:
     """`auto` → bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
     if precision != "auto":

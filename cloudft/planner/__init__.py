@@ -35,6 +35,11 @@ __all__ = ["estimate_plan", "check_budget", "Estimate", "InstanceChoice"]
 def _memory(arch: "Arch", mems: list[dict[str, float]], distribution: str, where: str) -> MemoryEstimate:
     worst = max(range(len(mems)), key=lambda i: mems[i]["peak_gb_per_device"])
     peak = mems[worst]
+
+    def worst_of(key: str) -> Optional[float]:
+        values = [m[key] for m in mems if key in m]
+        return max(values) if values else None
+
     return MemoryEstimate(
         peak_gb_per_device=peak["peak_gb_per_device"], **{k: peak[k] for k in COMPONENTS},
         model=arch.name, architecture_from=arch.source, params_b=peak["params_b"],
@@ -42,6 +47,8 @@ def _memory(arch: "Arch", mems: list[dict[str, float]], distribution: str, where
         distribution=distribution, device=where,
         peak_stage=worst if len(mems) > 1 else None,
         per_stage_peak_gb=tuple(m["peak_gb_per_device"] for m in mems) if len(mems) > 1 else None,
+        cpu_offload_gb=worst_of("cpu_offload_gb"), load_peak_gb=worst_of("load_peak_gb"),
+        host_gb_per_process=worst_of("host_gb_per_process"),
     )
 
 
@@ -49,32 +56,53 @@ def _choice(c: "Candidate", chosen_by: str, others: Sequence["Candidate"] = ()) 
     inst = c.instance
     return InstanceChoice(
         type=inst.type, count=c.count, gpus=inst.gpus, strategy=c.strategy, distribution=c.distribution,
-        chosen=chosen_by, gpu=inst.gpu, gpu_memory_gb=inst.gpu_memory_gb, price_per_hour=inst.on_demand_per_hour,
+        chosen=chosen_by, strategy_reason=c.why, gpu=inst.gpu, gpu_memory_gb=inst.gpu_memory_gb, price_per_hour=inst.on_demand_per_hour,
         spot_price_per_hour=inst.spot_per_hour, prices_as_of=inst.price_date,
         alternatives=tuple({"type": o.instance.type, "gpu": o.instance.gpu, "gpus": o.instance.gpus,
                             "on_demand_usd": _usd(o.on_demand_usd), "spot_usd": _usd(o.spot_usd)} for o in others),
     )
 
 
-def _catalog_choice(inst: "Instance", count: int, chosen_by: str) -> InstanceChoice:
-    """An instance the spec names, taken as it is (no estimate to choose a strategy by: data parallel)."""
+def _unestimated_strategy(spec: "JobSpec", world: int, where: str) -> tuple[str, str]:
+    """(strategy, why) without a memory estimate to choose by: the spec's FSDP, else data parallel."""
+    require_shardable(spec, where, world)
+    if world > 1 and spec.distributed.strategy == "fsdp":
+        return "fsdp", "distributed.strategy: fsdp"
+    why = "distributed.strategy: ddp" if spec.distributed.strategy == "ddp" else "no memory estimate to choose by"
+    return ("ddp" if world > 1 else "single"), why
+
+
+def _catalog_choice(spec: "JobSpec", inst: "Instance", count: int, chosen_by: str) -> InstanceChoice:
+    """An instance the spec names, taken as it is (no estimate to choose a strategy by: the spec's, else DDP)."""
     from .estimate import describe_strategy
 
-    strategy = "ddp" if inst.gpus * count > 1 else "single"
+    strategy, why = _unestimated_strategy(spec, inst.gpus * count, f"{count} x {inst.type} ({inst.gpus} GPU)")
     return InstanceChoice(type=inst.type, count=count, gpus=inst.gpus, strategy=strategy,
-                          distribution=describe_strategy(strategy, inst.gpus * count), chosen=chosen_by, gpu=inst.gpu,
-                          gpu_memory_gb=inst.gpu_memory_gb, price_per_hour=inst.on_demand_per_hour,
-                          spot_price_per_hour=inst.spot_per_hour, prices_as_of=inst.price_date)
+                          distribution=describe_strategy(strategy, inst.gpus * count, spec.distributed, inst.gpus),
+                          chosen=chosen_by, gpu=inst.gpu, gpu_memory_gb=inst.gpu_memory_gb,
+                          price_per_hour=inst.on_demand_per_hour, spot_price_per_hour=inst.spot_per_hour,
+                          prices_as_of=inst.price_date, strategy_reason=why)
 
 
-def local_choice(spec: "JobSpec") -> InstanceChoice:
-    """This machine: compute.gpus_per_node processes (default 1)."""
+def local_choice(spec: "JobSpec", strategy: Optional[str] = None, why: str = "") -> InstanceChoice:
+    """This machine: compute.gpus_per_node processes (default 1), with `strategy` when the estimate chose one."""
     from .estimate import describe_strategy
 
     gpus = spec.compute.gpus_per_node or 1
-    strategy = "ddp" if gpus > 1 else "single"
+    if strategy is None:
+        strategy, why = _unestimated_strategy(spec, gpus, "this machine (compute.gpus_per_node)")
     return InstanceChoice(type=None, count=1, gpus=gpus, strategy=strategy,
-                          distribution=describe_strategy(strategy, gpus), chosen="this machine")
+                          distribution=describe_strategy(strategy, gpus, spec.distributed, gpus),
+                          chosen="this machine", strategy_reason=why)
+
+
+def require_shardable(spec: "JobSpec", where: str, world: int) -> None:
+    """`distributed.strategy: fsdp` needs several processes to shard over."""
+    if spec.distributed.strategy == "fsdp" and world < 2:
+        raise CloudftError(f"distributed.strategy is fsdp, but {where} runs one process: there is nothing to "
+                           "shard over",
+                           hint="use several GPUs (compute.gpus_per_node, an instance with several GPUs, or "
+                                "compute.instance_count), or set distributed.strategy: auto")
 
 
 def _usd(v: Optional[float]) -> Optional[float]:
@@ -134,7 +162,8 @@ def estimate_plan(spec: "JobSpec", provider: str, stages: "Sequence[RunConfig]",
 
 def _estimate_local(spec: "JobSpec", provider: str, arch: "Optional[Arch]", stages: "list[RunConfig]",
                     sizes: list, machine: "Machine", warnings: list[str]) -> Estimate:
-    """This machine: memory per device (system RAM without a GPU, fp32) and the time from the throughput model."""
+    """This machine: memory per device (system RAM without a GPU, fp32) and the time from the throughput model.
+    On several GPUs, `distributed.strategy: auto` shards when one GPU cannot hold the run."""
     from .estimate import STARTUP_HOURS, setup_for_stage, stage_memory, workload
     from .throughput import cpu_tokens_per_second, tokens_per_second
 
@@ -144,11 +173,23 @@ def _estimate_local(spec: "JobSpec", provider: str, arch: "Optional[Arch]", stag
     cpu = not machine.has_cuda
     device = (f"this machine ({provider} provider): system RAM (no CUDA GPU, fp32)" if cpu
               else f"this machine ({provider} provider): one {machine.gpus[0].name}")
-    memory = _memory(arch, stage_memory(arch, stages, 1, cpu=cpu), choice.distribution, device)
+    offload = spec.distributed.cpu_offload
+    mems = stage_memory(arch, stages, 1, cpu=cpu)
+    if choice.strategy == "fsdp":
+        mems = stage_memory(arch, stages, choice.gpus, cpu=cpu, cpu_offload=offload)
+    elif spec.distributed.strategy == "auto" and choice.gpus > 1 and not cpu:
+        usable = machine.gpus[0].memory_gb * 0.92
+        peak = max(m["peak_gb_per_device"] for m in mems)
+        if peak > usable:
+            mems = stage_memory(arch, stages, choice.gpus, cpu=cpu, cpu_offload=offload)
+            choice = local_choice(spec, "fsdp", f"data parallel needs {peak:.1f} GB per GPU > {usable:.1f} GB "
+                                                f"usable on one {machine.gpus[0].name}")
+    memory = _memory(arch, mems, choice.distribution, device)
+    shard = choice.gpus if choice.strategy == "fsdp" else 1
     gpu = None if cpu else machine.gpus[0].catalog
     hours, per_stage = 0.0, []
     for rc, size in zip(stages, sizes):
-        setup = setup_for_stage(rc, 1, cpu)
+        setup = setup_for_stage(rc, shard, cpu, offload)
         work = workload(rc, size, choice.world_size)
         if work is None:
             return Estimate(choice, memory, None, tuple(warnings))
@@ -184,19 +225,20 @@ def _unplanned(spec: "JobSpec", provider: str, why: str, warnings: list[str]) ->
     itype = compute.instance_type or DEFAULT_INSTANCE.get(provider)
     if itype is None:
         return InstanceChoice(type=None, count=compute.instance_count, gpus=compute.gpus_per_node or 1,
-                              strategy="single", distribution="unknown", chosen=why)
+                              strategy="single", distribution="unknown", chosen=why,
+                              strategy_reason="no instance to run on")
     by = "from spec (compute.instance_type)" if compute.instance_type else f"{provider} default ({why})"
     if not compute.instance_type:
         warnings.append(f"no instance type in the spec and {why}: using {itype}")
     try:
-        return _catalog_choice(find_instance(provider, itype), compute.instance_count, by)
+        return _catalog_choice(spec, find_instance(provider, itype), compute.instance_count, by)
     except CloudftError as exc:
         gpus = compute.gpus_per_node or 1
         warnings.append(f"{exc.message}: no cost estimate, and {gpus} GPU(s) per instance assumed "
                         f"(set compute.gpus_per_node if that is wrong; {exc.hint})")
-        return InstanceChoice(type=itype, count=compute.instance_count, gpus=gpus,
-                              strategy="ddp" if gpus * compute.instance_count > 1 else "single",
-                              distribution="unknown", chosen="from spec (not in catalog)")
+        strategy, why = _unestimated_strategy(spec, gpus * compute.instance_count, f"{itype} (assumed {gpus} GPU)")
+        return InstanceChoice(type=itype, count=compute.instance_count, gpus=gpus, strategy=strategy,
+                              distribution="unknown", chosen="from spec (not in catalog)", strategy_reason=why)
 
 
 def _estimate_cloud(spec: "JobSpec", provider: str, arch: "Optional[Arch]", stages: "list[RunConfig]",
@@ -216,9 +258,12 @@ def _estimate_cloud(spec: "JobSpec", provider: str, arch: "Optional[Arch]", stag
             choice = _unplanned(spec, provider, "", warnings)
             memory = _memory(arch, stage_memory(arch, stages, 1), "unknown", where)
             return Estimate(choice, memory, None, tuple(warnings))
-        chosen = evaluate(arch, stages, inst, compute.instance_count, sizes)
+        require_shardable(spec, f"{compute.instance_count} x {inst.type} ({inst.gpus} GPU)",
+                          inst.gpus * compute.instance_count)
+        dist = spec.distributed
+        chosen = evaluate(arch, stages, inst, compute.instance_count, sizes, dist=dist)
         if chosen is None:
-            chosen = evaluate(arch, stages, inst, compute.instance_count, sizes, require_fit=False)
+            chosen = evaluate(arch, stages, inst, compute.instance_count, sizes, require_fit=False, dist=dist)
             peak = max(m["peak_gb_per_device"] for m in chosen.memory)
             warnings.append(
                 f"{inst.type} does not fit: estimated peak {peak:.1f} GB per GPU > {inst.usable_gpu_memory_gb:.1f} GB "
@@ -226,7 +271,7 @@ def _estimate_cloud(spec: "JobSpec", provider: str, arch: "Optional[Arch]", stag
                 "max_length, or gradient_checkpointing: true")
         ranked, by = [], "from spec (compute.instance_type)"
     else:
-        ranked = candidates(arch, provider, compute, stages, sizes)
+        ranked = candidates(arch, provider, compute, stages, sizes, spec.distributed)
         if not ranked:
             peak = max(m["peak_gb_per_device"] for m in stage_memory(arch, stages, 1))
             hint = f" with a {compute.gpu} GPU" if compute.gpu else ""

@@ -51,7 +51,8 @@ class Setup:
     lora_dropout: float = 0.0
     adapter_bytes: int = 4  # PEFT keeps adapters in fp32 (autocast_adapter_dtype=True)
     num_virtual_tokens: int = 20
-    shard_devices: int = 1  # >1: FSDP/ZeRO-3 shards weights, grads and optimizer states over this many GPUs
+    shard_devices: int = 1  # >1: FSDP shards weights, grads and optimizer states over this many GPUs
+    cpu_offload: bool = False  # FSDP: sharded weights, grads and optimizer states live in CPU memory
 
     @property
     def tokens(self) -> int:
@@ -86,15 +87,15 @@ def trainable_params(arch: Arch, setup: Setup) -> int:
     return arch.layers * lora + extra
 
 
-def _optimizer_bytes(setup: Setup, full: bool) -> float:
-    """Optimizer state bytes per trainable parameter."""
+def _optimizer_bytes(setup: Setup, param_bytes: float) -> float:
+    """Optimizer state bytes per trainable parameter kept in `param_bytes`."""
     opt = setup.optimizer
     if opt == "sgd":
         return 0.0
     if "8bit" in opt:
         return 2.0
     # torch AdamW keeps m and v in the parameter's dtype: fp32 adapters → 8 B; bf16 full fine-tuning → 4 B.
-    return 2.0 * (setup.dtype_bytes if full else setup.adapter_bytes)
+    return 2.0 * param_bytes
 
 
 def _activation_bytes_per_token_layer(arch: Arch, setup: Setup) -> float:
@@ -126,13 +127,19 @@ def estimate_memory(arch: Arch, setup: Setup) -> dict[str, float]:
     weights = arch.linear_params * linear_bytes + (arch.embed_params + arch.other_params) * dt
     # trainable state
     n_train = trainable_params(arch, setup)
+    sharded = shard > 1
+    # Full fine-tuning: the weights are the trainable parameters. Unsharded, train_entry trains them in the loaded
+    # 16-bit dtype; under FSDP2, accelerate keeps fp32 master copies of trainable parameters when training in
+    # bf16/fp16 (accelerate.utils.fsdp_utils.fsdp2_prepare_model: "Upcast to fp32 master weights") and gathers them
+    # in the compute dtype (MixedPrecisionPolicy.param_dtype).
+    param_bytes = (4 if sharded and dt < 4 else dt) if full else setup.adapter_bytes
     if full:
-        train_w = 0.0  # the weights above are the trainable parameters
-        grads = n_train * dt
+        train_w = n_train * param_bytes if sharded else 0.0  # unsharded: counted in `weights`
+        grads = n_train * param_bytes
     else:
         train_w = n_train * setup.adapter_bytes
         grads = n_train * setup.adapter_bytes
-    optim = n_train * _optimizer_bytes(setup, full)
+    optim = n_train * _optimizer_bytes(setup, param_bytes)
     # activations
     t = setup.tokens
     per_layer = _activation_bytes_per_token_layer(arch, setup)
@@ -149,10 +156,25 @@ def estimate_memory(arch: Arch, setup: Setup) -> dict[str, float]:
         logits = t * 10 * arch.vocab
     # a separate reference model only for full fine-tuning (PEFT disables the adapter instead)
     reference = weights if (full and setup.method in REFERENCE_METHODS) else 0.0
-    if shard > 1:
-        layer_gather = 2 * (arch.linear_params / arch.layers) * linear_bytes  # one layer unsharded, prefetched
-        weights = weights / shard + layer_gather
+    offloaded = 0.0
+    loaded = weights  # what each process holds of the model when it is loaded, before FSDP shards it
+    if sharded:
+        # FSDP2 as train_entry sets it up (train_entry/sharding.py): each decoder layer is one unit, so two layers
+        # are unsharded at a time (the one computing and the one prefetched); the output head's unit is kept
+        # gathered from the end of the forward to the start of the backward; full fine-tuning also holds one
+        # layer's unsharded gradients before the reduce-scatter.
+        layer = arch.linear_params / arch.layers
+        gathered = 2 * layer * linear_bytes + arch.vocab * arch.hidden * dt
+        sharded_weights = 0.0 if full else weights / shard
         train_w, grads, optim, reference = train_w / shard, grads / shard, optim / shard, reference / shard
+        if setup.cpu_offload:
+            # CPUOffloadPolicy: the shards (parameters, gradients, optimizer states) live in host memory and the
+            # optimizer steps there; the GPU holds what is gathered for compute.
+            offloaded = sharded_weights + train_w + grads + optim + reference
+            sharded_weights = train_w = grads = optim = reference = 0.0
+        if full:
+            grads += layer * dt
+        weights = sharded_weights + gathered
     parts = {
         "weights_gb": weights,
         "trainable_params_gb": train_w,
@@ -165,10 +187,23 @@ def estimate_memory(arch: Arch, setup: Setup) -> dict[str, float]:
     subtotal = sum(parts.values())
     parts["overhead_gb"] = OVERHEAD_FIXED_GB * GIB + OVERHEAD_FRACTION * subtotal
     out = {k: round(v / GIB, 3) for k, v in parts.items()}
-    out = {"peak_gb_per_device": round(sum(parts.values()) / GIB, 2), **out}
+    peak = sum(parts.values())
+    if sharded and setup.quant_bits:
+        # transformers' bitsandbytes loader quantizes onto the process's GPU (quantizer_bnb_4bit.update_device_map,
+        # train_entry.modeling device_map): every GPU holds the whole quantized model before FSDP shards it
+        load = loaded + OVERHEAD_FIXED_GB * GIB + OVERHEAD_FRACTION * loaded
+        out["load_peak_gb"] = round(load / GIB, 3)
+        peak = max(peak, load)
+    out = {"peak_gb_per_device": round(peak / GIB, 2), **out}
     out["params_b"] = round(arch.params / 1e9, 3)
     out["trainable_params_m"] = round(n_train / 1e6, 2)
     out["tokens_per_micro_batch"] = t
+    if sharded:
+        # host memory of each process: the whole 16-bit model, loaded on the CPU by every rank before FSDP moves
+        # its shard to the GPU (quantized models load onto the GPU), or the offloaded shards, whichever is larger
+        out["host_gb_per_process"] = round(max(0.0 if setup.quant_bits else loaded, offloaded) / GIB, 3)
+    if setup.cpu_offload and sharded:
+        out["cpu_offload_gb"] = round(offloaded / GIB, 3)
     return out
 
 

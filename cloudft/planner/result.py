@@ -41,6 +41,9 @@ class MemoryEstimate:
     units: str = "GiB; estimate, validated to ~7.5% mean error on published tables (docs/planner.md)"
     peak_stage: Optional[int] = None
     per_stage_peak_gb: Optional[tuple[float, ...]] = None
+    cpu_offload_gb: Optional[float] = None  # FSDP with CPU offload: host memory per process for the shards
+    load_peak_gb: Optional[float] = None  # FSDP + QLoRA: the whole quantized model on each GPU before sharding
+    host_gb_per_process: Optional[float] = None  # FSDP: host memory each process needs (loading, offload)
 
     def to_dict(self) -> dict[str, Any]:
         return _clean(asdict(self))
@@ -48,7 +51,9 @@ class MemoryEstimate:
 
 @dataclass(frozen=True)
 class InstanceChoice:
-    """Where the plan runs: instance type, how many, GPUs per instance (from the catalog) and the strategy.
+    """Where the plan runs: instance type, how many, GPUs per instance (from the catalog) and the strategy, with
+    the reason for it (`strategy_reason`). The strategy is what the stages' run configs run
+    (`run_config.distributed.strategy`, cloudft.plan).
 
     For the local provider `type` is None ("this machine") and `gpus` is compute.gpus_per_node (default 1)."""
 
@@ -64,6 +69,7 @@ class InstanceChoice:
     spot_price_per_hour: Optional[float] = None
     prices_as_of: Optional[str] = None
     alternatives: tuple[dict[str, Any], ...] = ()
+    strategy_reason: str = ""
 
     @property
     def world_size(self) -> int:

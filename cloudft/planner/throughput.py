@@ -20,6 +20,11 @@ HFU_NO_FLASH = 0.25  # pre-Ampere (T4): SDPA math kernels, fp16
 QLORA_SPEED = 0.85  # NF4 dequantisation overhead (LLaMA-Factory: ~equal; short sequences: slower)
 DORA_SPEED = 1 / 1.26  # PEFT MetaMathQA: DoRA +26% time vs LoRA
 DP_EFFICIENCY = {1: 1.0, 2: 0.95, 4: 0.92, 8: 0.90}  # data-parallel scaling inside one node
+# FSDP on top of data parallel: per-layer all-gathers and reduce-scatters, mostly hidden behind compute by
+# prefetching (assumption); CPU offload moves every layer over PCIe and steps the optimizer on the CPU (assumption,
+# unmeasured: expect a large slowdown, order of 2x).
+FSDP_SPEED = 0.9
+OFFLOAD_SPEED = 0.5
 MULTI_NODE_EFFICIENCY = 0.85
 # CPU training (the local provider without a GPU), fp32: GEMMs reach tens of GFLOP/s per core with AVX2/AVX-512,
 # but small matrices, the optimizer step and Python overhead keep training near a tenth of that (assumption;
@@ -62,6 +67,8 @@ def tokens_per_second(arch: Arch, setup: Setup, gpu: str, gpus: int = 1, nodes: 
         speed *= QLORA_SPEED
     if setup.peft == "dora":
         speed *= DORA_SPEED
+    if setup.shard_devices > 1:
+        speed *= FSDP_SPEED * (OFFLOAD_SPEED if setup.cpu_offload else 1.0)
     per_gpu = speed * spec["bf16_tflops"] * 1e12 / flops_per_token(arch, setup)
     scale = DP_EFFICIENCY.get(gpus, 0.9) * (MULTI_NODE_EFFICIENCY if nodes > 1 else 1.0)
     total = per_gpu * gpus * nodes * scale

@@ -10,6 +10,7 @@ from ..context import TrainContext
 from ..events import log
 from ..modeling import attach_adapter, load_model, peft_config
 from ..progress import dataset_maps, with_progress
+from ..sharding import cpu_trainer, is_sharded, save_final
 from ..splits import load_split as _load_split
 
 
@@ -31,9 +32,13 @@ def policy_model(ctx: TrainContext, task_type: str = "CAUSAL_LM"):
 
 def make_trainer(ctx: TrainContext, trainer_cls: type, **kwargs: Any):
     """`trainer_cls(**kwargs)` with our callbacks; its tokenization, packing and reference log-prob passes
-    (run by TRL's constructors) report progress events."""
+    (run by TRL's constructors) report progress events. A sharded run on CPUs gets FSDP there too
+    (train_entry/sharding.py says why accelerate needs it)."""
+    cls = with_progress(trainer_cls)
+    if is_sharded(ctx.cfg):
+        cls = cpu_trainer(cls)  # a no-op where accelerate turns FSDP on itself (GPUs)
     with dataset_maps():
-        trainer = with_progress(trainer_cls)(**kwargs, callbacks=ctx.callbacks)
+        trainer = cls(**kwargs, callbacks=ctx.callbacks)
     return ctx.quiet(trainer)
 
 
@@ -77,7 +82,10 @@ def train_and_save(ctx: TrainContext, trainer) -> dict[str, Any]:
     if trainer.eval_dataset is not None:
         metrics.update(trainer.evaluate())
     out = ctx.layout.output_dir
-    trainer.save_model(str(out))
+    if is_sharded(ctx.cfg):
+        save_final(trainer, out, ctx.precision, full_weights=ctx.cfg.peft.type == "none")
+    else:
+        trainer.save_model(str(out))
     if ctx.world.is_main:
         # a frozen reference copy of a continued adapter is not part of the result
         if (out / "ref" / "adapter_config.json").is_file():
