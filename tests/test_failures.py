@@ -59,6 +59,9 @@ def test_missing_model_folder(tmp_path, capsys):
 
 def test_hub_model_not_cached_while_offline(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable once, at import (earlier tests imported it): set what it read, too,
+    # or the hub is tried (and retried for ~45 s) instead of the offline path
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     cfg = write_config(tmp_path, "offline", "cloudft-tests/not-a-cached-model", "sft",
                        EXAMPLE_DATA / "quickstart.jsonl")
     rc, console, log_file = _run(capsys, cfg)
