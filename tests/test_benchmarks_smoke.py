@@ -1,0 +1,141 @@
+"""benchmarks/gpu_truth.py: the CPU smoke run of the GPU benchmark, its budget and OOM handling, and the
+random-weight loader against the real checkpoint loading path."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import REPO
+
+
+def _gpu_truth():
+    """benchmarks/gpu_truth.py as a module (benchmarks/ is a folder of scripts, not a package)."""
+    if "gpu_truth" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("gpu_truth", REPO / "benchmarks" / "gpu_truth.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["gpu_truth"] = module  # dataclasses resolve their annotations through sys.modules
+        spec.loader.exec_module(module)
+    return sys.modules["gpu_truth"]
+
+
+def test_smoke_runs_every_arm_and_writes_json_and_table(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_truth.py"), "--smoke", "--out",
+                           str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "gpu_truth.json").read_text())
+    rows = {r["case"]: r for r in doc["cases"]}
+    assert doc["meta"]["smoke"] and doc["meta"]["peak_tflops"] > 0
+    assert {(r["arm"], r["method"], r["peft"]) for r in rows.values()} >= {
+        ("train_entry", "sft", "lora"), ("train_entry", "sft", "qlora"), ("train_entry", "sft", "dora"),
+        ("train_entry", "dpo", "lora"), ("trl_default", "sft", "lora"), ("pad_to_max", "sft", "lora")}
+    for r in rows.values():
+        if r["arm"] == "liger":
+            assert r["status"] == "skipped" and "CUDA" in r["reason"]  # Triton kernels: GPU only
+            continue
+        assert r["status"] == "ok", r
+        assert r["timed_steps"] >= 1 and r["tokens_per_s"] > 0 and 0 < r["mfu"] <= r["hfu"] < 1
+        assert r["planner_peak_gib"] > 0 and r["model_flops_per_token"] > 0
+        per_step = r["real_tokens"] / r["timed_steps"]
+        if r["method"] == "dpo":
+            # both sequences of each pair are cut to exactly max_length
+            assert per_step == 2 * r["max_length"] * r["batch"]
+        elif r["arm"] == "train_entry":
+            # packed, padding-free rows: no pad tokens computed, at most max_length tokens per row
+            assert r["padding_efficiency"] == 1.0 and per_step <= r["max_length"]
+        elif r["arm"] == "pad_to_max":
+            assert r["computed_tokens"] == r["timed_steps"] * r["batch"] * r["max_length"]
+            assert r["padding_efficiency"] < 0.9  # chat-length samples padded to max_length
+    gc_on = rows["tiny-llama/sft-lora/128/gc"]
+    assert gc_on["hfu"] > gc_on["mfu"]  # recompute counted as hardware FLOPs only
+    table = (tmp_path / "gpu_truth.md").read_text()
+    assert all(f"| {name} |" in table for name in rows)
+    assert "Smoke run on a CPU" in table
+
+
+def test_spent_budget_skips_the_remaining_cases_and_says_so(tmp_path):
+    gt = _gpu_truth()
+    assert gt.main(["--smoke", "--budget-s", "0", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "gpu_truth.json").read_text())
+    assert doc["cases"] and all(r["status"] == "skipped" for r in doc["cases"])
+    assert "time budget" in doc["meta"]["budget_note"]
+    assert doc["meta"]["budget_note"] in (tmp_path / "gpu_truth.md").read_text()
+
+
+def test_out_of_memory_is_a_recorded_result_not_a_crash():
+    import torch
+
+    gt = _gpu_truth()
+    case = gt.Case("llama-3.1-8b", "train_entry", max_length=16384)
+
+    def explode():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 7.83 GiB")
+
+    row = gt.guarded(case, explode, "cpu")
+    assert row["status"] == "OOM" and "7.83 GiB" in row["error"] and row["case"] == case.name
+
+    def broken():
+        raise KeyError("lm_head")
+
+    assert gt.guarded(case, broken, "cpu")["status"] == "error"
+
+
+def test_random_weights_load_like_a_checkpoint_through_train_entry(tmp_path):
+    """QLoRA through train_entry's load_model: random weights give the same quantized model as a real checkpoint."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from train_entry.config import DataConfig, PeftConfig, RunConfig
+    from train_entry.modeling import load_model
+
+    gt = _gpu_truth()
+    folder = gt.model_dir("tiny-llama", tmp_path, words=200)
+    saved = tmp_path / "checkpoint"
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder)).save_pretrained(saved)
+    cfg = RunConfig(name="t", base_model=str(saved), peft=PeftConfig(type="qlora"), data=DataConfig(train="x.jsonl"))
+    real = load_model(cfg, "fp32")
+    loader = AutoModelForCausalLM.__dict__.get("from_pretrained")
+    with gt.random_weights("cpu"):
+        fake = load_model(cfg.model_copy(update={"base_model": str(folder)}), "fp32")
+    assert not (folder / "model.safetensors").exists()
+    assert fake.is_loaded_in_4bit and real.is_loaded_in_4bit
+
+    def shape(model):
+        return {n: (type(m).__name__) for n, m in model.named_modules()}, \
+            {n: (p.dtype, tuple(p.shape), p.requires_grad) for n, p in model.named_parameters()}
+
+    assert shape(fake) == shape(real)
+    q = fake.model.layers[0].self_attn.q_proj.weight
+    import bitsandbytes.functional as bnbf
+
+    values = bnbf.dequantize_4bit(q.data, q.quant_state)
+    assert 0.01 < float(values.std()) < 0.03  # initializer_range 0.02: random, not empty memory
+    assert AutoModelForCausalLM.__dict__.get("from_pretrained") is loader  # restored after the block
+    assert torch.isfinite(fake(input_ids=torch.tensor([[5, 6, 7]])).logits).all()
+
+
+def test_module_patches_made_inside_a_case_are_undone():
+    from transformers.models.llama import modeling_llama
+
+    gt = _gpu_truth()
+    original = modeling_llama.LlamaRMSNorm
+    with gt.restored_module("transformers.models.llama.modeling_llama"):
+        modeling_llama.LlamaRMSNorm = object
+        modeling_llama.liger_marker = True
+    assert modeling_llama.LlamaRMSNorm is original and not hasattr(modeling_llama, "liger_marker")
+
+
+@pytest.mark.parametrize("name,key", [("NVIDIA H200", "H200"), ("NVIDIA H100 80GB HBM3", "H100"),
+                                      ("NVIDIA H100 NVL", "H100-NVL"), ("NVIDIA H100 PCIe", None),
+                                      ("NVIDIA L40S", "L40S"), ("NVIDIA A10G", "A10G"), ("Tesla T4", "T4")])
+def test_device_names_map_to_the_planner_gpu_table(name, key):
+    from cloudft.planner.catalog import gpu_specs
+
+    assert _gpu_truth().gpu_key(name) == key
+    assert key is None or key in gpu_specs()
