@@ -94,8 +94,8 @@ class Profile:
         out += [Case(m, "train_entry", "dpo", "lora", short, gc) for gc in (False, True)]
         out += [Case(m, "train_entry", "sft", "qlora", n, gc) for n, gc in grid]
         out += [Case(m, "train_entry", "sft", "dora", n, gc) for n, gc in grid]
-        q = self.second_model
-        out += [Case(q, "train_entry", "sft", "lora", n, gc) for n, gc in grid]
+        q = self.second_model  # a second architecture (vocabulary 152k, GQA 28/4, q/k/v biases): GC on only
+        out += [Case(q, "train_entry", "sft", "lora", n, True) for n in self.lengths]
         out += [Case(q, "train_entry", "sft", "qlora", self.lengths[1], True)]
         # last: Liger patches the modeling module (restored after the case, but keep it out of the way)
         out += [Case(m, "liger", max_length=short)]
@@ -719,7 +719,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--only", help="regular expression: run only the cases whose name matches")
     ap.add_argument("--budget-s", type=float, help="total time for the cases (default 330 on a GPU, 120 smoke)")
     ap.add_argument("--gpu", help="gpus.json key for the MFU peak when the device name is not recognised")
+    ap.add_argument("--list", action="store_true", help="print the case names (for --only) and exit")
     args = ap.parse_args(argv)
+    if args.list:
+        profile = SMOKE_PROFILE if args.smoke else GPU_PROFILE
+        print("\n".join(c.name for c in (smoke_cases(profile) if args.smoke else profile.cases())))
+        return 0
 
     started = time.perf_counter()
     import torch
