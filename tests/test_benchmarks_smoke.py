@@ -14,14 +14,19 @@ import pytest
 from helpers import REPO
 
 
-def _gpu_truth():
-    """benchmarks/gpu_truth.py as a module (benchmarks/ is a folder of scripts, not a package)."""
-    if "gpu_truth" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("gpu_truth", REPO / "benchmarks" / "gpu_truth.py")
+def _script(name: str):
+    """benchmarks/<name>.py as a module (benchmarks/ is a folder of scripts, not a package)."""
+    key = f"benchmark_{name}"  # not plain `outcome`: that name is a PyPI package (trio's)
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, REPO / "benchmarks" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
-        sys.modules["gpu_truth"] = module  # dataclasses resolve their annotations through sys.modules
+        sys.modules[key] = module  # dataclasses resolve their annotations through sys.modules
         spec.loader.exec_module(module)
-    return sys.modules["gpu_truth"]
+    return sys.modules[key]
+
+
+def _gpu_truth():
+    return _script("gpu_truth")
 
 
 def test_smoke_runs_every_arm_and_writes_json_and_table(tmp_path):
@@ -139,3 +144,46 @@ def test_device_names_map_to_the_planner_gpu_table(name, key):
 
     assert _gpu_truth().gpu_key(name) == key
     assert key is None or key in gpu_specs()
+
+
+# -- benchmarks/outcome.py -----------------------------------------------------------------------------
+
+def _outcome():
+    return _script("outcome")
+
+
+def test_outcome_split_is_fixed_and_keeps_each_prompt_on_one_side(tmp_path):
+    from helpers import HH_RLHF, shared_file
+
+    oc = _outcome()
+    pairs, quarantined = oc.load_pairs(shared_file(HH_RLHF), tmp_path)
+    assert len(pairs) + quarantined == 2312 and 0 < quarantined < 50
+    assert len((tmp_path / "quarantine.jsonl").read_text().splitlines()) == quarantined  # kept, with the reason
+    train, held = oc.split(pairs, 400)
+    again = oc.split(list(reversed(pairs)), 400)[1]
+    assert len(held) >= 400 and len(train) + len(held) == len(pairs)
+    assert [p["prompt"] for p in held] == [p["prompt"] for p in again]  # independent of file order
+    key = lambda p: json.dumps(p["prompt"], sort_keys=True)  # noqa: E731
+    assert not {key(p) for p in train} & {key(p) for p in held}
+    cut = oc.last_turn(held[0])
+    assert cut["prompt"] == held[0]["prompt"][-1:] and cut["prompt"][0]["role"] == "user"
+
+
+def test_outcome_figures_on_known_scores():
+    oc = _outcome()
+    s = oc.Settings(bootstrap=200, beta=0.1)
+    # 4 pairs of (sum log p, tokens): SFT prefers chosen in pairs 0-1 only; DPO moves every margin by +20 nats
+    sft = {"chosen": [(-10.0, 5), (-20.0, 10), (-40.0, 10), (-50.0, 20)],
+           "rejected": [(-30.0, 10), (-25.0, 10), (-30.0, 5), (-35.0, 10)]}
+    dpo = {"chosen": [(c - 10, n) for c, n in sft["chosen"]], "rejected": [(r - 30, n) for r, n in sft["rejected"]]}
+    figs = oc.figures({"base": sft, "sft": sft, "dpo": dpo}, s)
+    assert figs["accuracy_sft"][0] == 0.5 and figs["accuracy_dpo"][0] == 1.0  # margins -10, -15 flip; +20, +5 stay
+    assert figs["reward_accuracy_dpo"][0] == 1.0 and abs(figs["reward_margin_dpo"][0] - 2.0) < 1e-9
+    assert abs(figs["loss_sft"][0] - 120 / 45) < 1e-9  # token-weighted NLL of the chosen answers
+    assert figs["accuracy_dpo_minus_sft"][0] == 0.5
+    lo, hi = figs["accuracy_sft"][1:]
+    assert 0.0 <= lo <= 0.5 <= hi <= 1.0
+    # |shift| 20 exceeds |margin| 5, 10, 15 but not 20
+    assert figs["pairs_dpo_could_flip"] == 0.75 and figs["dpo_shift_abs_median_nats"] == 20.0
+    tie = {"chosen": [(0.0, 0)], "rejected": [(0.0, 0)]}  # both answers cut off by max_length
+    assert oc.wins(tie) == [0.5]

@@ -121,7 +121,10 @@ def train(argv: list[str]) -> int:
 def _after_training(ctx, metrics: dict) -> None:
     """Evaluation, report and exports (main process), then metrics.json."""
     from .evaluate import evaluate_and_report
+    from .tiny import TINY_NOTE, is_tiny_model
 
+    if is_tiny_model(ctx.cfg.base_model):
+        metrics["note"] = TINY_NOTE
     if ctx.cfg.eval.enabled:
         metrics.update(evaluate_and_report(ctx, metrics))
     out = ctx.layout.output_dir / "metrics.json"

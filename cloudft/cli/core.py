@@ -202,6 +202,7 @@ def _print_outcome(rec) -> None:
     if rec.provider != "local":
         return
     run_dir = Path(rec.run_dir or ".")
+    notes: list[str] = []
     for stage in rec.meta.get("stages", []):
         o = run_dir / stage / "output"
         if (o / "metrics.json").exists():
@@ -210,9 +211,17 @@ def _print_outcome(rec) -> None:
             out.print(f"    metrics:  {o / 'metrics.json'}")
             if (o / "report.md").exists():
                 out.print(f"    report:   {o / 'report.md'}")
-            for line in headline(json.loads((o / "metrics.json").read_text())):
+            metrics = json.loads((o / "metrics.json").read_text())
+            for line in headline(metrics):
                 out.print(f"      {line}")
+            if isinstance(metrics.get("note"), str) and metrics["note"] not in notes:
+                notes.append(metrics["note"])
     out.print(f"  log:        {run_dir / 'log.txt'}")
+    if notes:
+        from rich.markup import escape
+
+        for note in notes:
+            out.print(f"[yellow]note:[/] {escape(note)}")
     _resume_hint(rec)
 
 
