@@ -2,19 +2,22 @@
 
 Data: ../shared/data/hh-rlhf-harmless-base-test.jsonl.gz (2,312 pairs), normalised by cloudft's own `hh_rlhf`
 reader (pairs it rejects are counted and written to quarantine.jsonl). A fixed held-out split: the pairs whose
-prompt hashes lowest (sha256), at least 300 of them; the rest train. A tiny Llama is built on the spot
-(train_entry/tiny.py: random weights, BPE tokenizer trained on the training split only), then train_entry runs
-two stages through its own command line (`python -m train_entry --config run.json`):
+prompt hashes lowest (sha256), 400 of them (>= 300); the rest train. By default each prompt is cut to its last
+user turn (`--context full` keeps the dialog): the tiny model uses little context, and it quarters the compute.
+A tiny Llama is built on the spot (train_entry/tiny.py: random weights, BPE tokenizer trained on the training split
+only), then train_entry runs two stages through its own command line (`train_entry.cli.train`, a run config each):
 
-1. SFT on the chosen answers of the training pairs (full fine-tuning: the base is random);
-2. DPO on the training pairs, from the SFT weights (LoRA; the reference is the SFT model).
+1. SFT on the chosen dialogs of the training pairs (full fine-tuning: the base is random);
+2. DPO on the training pairs from the SFT weights (full fine-tuning, reference log-probs precomputed from the SFT
+   model; `--dpo-peft lora` trains an adapter whose disabled state is the reference).
 
 Held-out figures, each with a 95% bootstrap interval over pairs: loss on the chosen answers (base → SFT → DPO);
-preference accuracy, the share of pairs whose chosen answer has the higher log-probability (base, SFT, DPO);
-DPO's implicit reward margin beta * ((log p_dpo - log p_sft)(chosen) - (same)(rejected)) and how often it is > 0.
-Scoring uses train_entry.evaluate.sequence_logps (what the run report uses). Writes outcome.json and outcome.png.
+preference accuracy, the share of pairs whose chosen answer has the higher log-probability (sum over the answer;
+also per token); DPO's implicit reward margin beta * ((log p_dpo - log p_sft)(chosen) - (same)(rejected)) and how
+often it is > 0; and why few pairs flip (SFT's margin against DPO's shift). Scoring uses
+train_entry.evaluate.sequence_logps (what the run report uses). Writes outcome.json and outcome.png.
 
-    python benchmarks/outcome.py [--out benchmarks/results]
+    python benchmarks/outcome.py [--out benchmarks/results]     # ~5-10 min on 2 shared CPU cores
 """
 
 from __future__ import annotations
@@ -43,18 +46,18 @@ class Settings:
     heldout: int = 400
     context: str = "last_turn"  # last_turn: the prompt is the final user turn | full: the whole dialog before it
     sft_on: str = "dialog"  # dialog: loss on prompt + chosen answer | answer: loss on the chosen answer only
-    vocab: int = 4000
-    hidden: int = 256
-    layers: int = 4
-    max_length: int = 320
-    sft_epochs: float = 3.0
-    sft_lr: float = 1e-3
+    vocab: int = 1000
+    hidden: int = 64
+    layers: int = 2
+    max_length: int = 128
+    sft_epochs: float = 2.0
+    sft_lr: float = 2e-3
+    dpo_peft: str = "none"  # none: full fine-tuning (reference log-probs precomputed) | lora: adapter, reference = adapter off
     dpo_epochs: float = 2.0
-    dpo_lr: float = 5e-4
-    dpo_peft: str = "lora"  # lora: adapter on the SFT weights (reference: adapter off) | none: full fine-tuning
+    dpo_lr: float = 1e-3
     dpo_r: int = 16
-    beta: float = 0.1
-    batch: int = 8
+    beta: float = 0.005  # small: lets DPO move the log-probs far enough to show on held-out pairs (see README)
+    batch: int = 16
     seed: int = 0
     bootstrap: int = 2000
 
@@ -62,7 +65,8 @@ class Settings:
 # -- data --------------------------------------------------------------------------------------------
 
 def load_pairs(path: Path, out: Path) -> tuple[list[dict[str, Any]], int]:
-    """Canonical conversational pairs from the raw file; rejected records go to quarantine.jsonl with the reason."""
+    """Canonical conversational pairs from the raw file; each rejected record is listed in quarantine.jsonl by its
+    line in the source file, with the reason (the red-teaming text itself is not copied out of ../shared/data)."""
     from cloudft.data.formats import normalise
     from cloudft.data.problems import RecordError
 
@@ -72,7 +76,8 @@ def load_pairs(path: Path, out: Path) -> tuple[list[dict[str, Any]], int]:
             try:
                 pairs.append(normalise(json.loads(line), "hh_rlhf"))
             except RecordError as exc:
-                quarantined.append({"line": line_no, "reason": str(exc), "record": json.loads(line)})
+                quarantined.append({"file": path.name, "line": line_no, "field": exc.field, "reason": exc.reason,
+                                    "message": exc.message})
     (out / "quarantine.jsonl").write_text("".join(json.dumps(q) + "\n" for q in quarantined))
     return pairs, len(quarantined)
 
@@ -213,10 +218,20 @@ def figures(scores: dict, s: Settings) -> dict[str, Any]:
     shorter = [1.0 if c[1] < r[1] else 0.0 for c, r in zip(scores["base"]["chosen"], scores["base"]["rejected"])]
     out["chosen_is_shorter"] = sum(shorter) / len(shorter)
     out["dpo_beats_sft"] = out["accuracy_dpo"][1] > out["accuracy_sft"][0]
+    out["dpo_beats_sft_per_token"] = out["accuracy_per_token_dpo"][1] > out["accuracy_per_token_sft"][0]
     out.update(why(scores, margins, s.beta))
     out["_margins"] = margins
     out["_sft_margins"] = [c[0] - r[0] for c, r in zip(f["chosen"], f["rejected"])]
     return out
+
+
+def correlation(xs: list[float], ys: list[float]) -> float:
+    """Pearson's r (0 when either side is constant)."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    return sxy / (sxx * syy) ** 0.5 if sxx and syy else 0.0
 
 
 def why(scores: dict, margins: list[float], beta: float) -> dict[str, float]:
@@ -235,7 +250,10 @@ def why(scores: dict, margins: list[float], beta: float) -> dict[str, float]:
         xs = sorted(xs)
         return xs[len(xs) // 2]
 
+    longer = [r[1] - c[1] for c, r in zip(f["chosen"], f["rejected"])]  # tokens the rejected answer has more
     return {"sft_margin_abs_median_nats": round(median([abs(m) for m in sft_margin]), 2),
+            "corr_dpo_shift_sft_margin": round(correlation(shift, sft_margin), 3),
+            "corr_dpo_shift_length_difference": round(correlation(shift, longer), 3),
             "dpo_shift_abs_median_nats": round(median([abs(x) for x in shift]), 2),
             "pairs_dpo_could_flip": round(sum(abs(x) > abs(m) for x, m in zip(shift, sft_margin)) / len(shift), 3),
             "sft_prefers_shorter_answer": round(sum(follows_length) / max(1, len(follows_length)), 3)}
@@ -251,14 +269,21 @@ def plot(fig_path: Path, figs: dict[str, Any], logs: dict[str, list[dict]]) -> P
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
-    bars = [("base", figs["accuracy_base"]), ("SFT", figs["accuracy_sft"]), ("DPO", figs["accuracy_dpo"]),
-            ("DPO reward\n(vs SFT)", figs["reward_accuracy_dpo"])]
     ax = axes[0]
-    ax.bar([b[0] for b in bars], [b[1][0] for b in bars], capsize=6, color=["#999", "#4a7", "#47c", "#c74"],
-           yerr=[[b[1][0] - b[1][1] for b in bars], [b[1][2] - b[1][0] for b in bars]])
+    names, width = ["base", "sft", "dpo"], 0.38
+    for k, (key, label, colour) in enumerate((("accuracy", "summed log p", "#4a7"),
+                                              ("accuracy_per_token", "per-token log p", "#47c"))):
+        vals = [figs[f"{key}_{n}"] for n in names]
+        ax.bar([i + (k - 0.5) * width for i in range(3)], [v[0] for v in vals], width, label=label, color=colour,
+               yerr=[[v[0] - v[1] for v in vals], [v[2] - v[0] for v in vals]], capsize=4)
+    reward = figs["reward_accuracy_dpo"]
+    ax.bar([3], [reward[0]], width, yerr=[[reward[0] - reward[1]], [reward[2] - reward[0]]], capsize=4,
+           color="#c74", label="DPO implicit reward")
+    ax.set_xticks(range(4), ["base", "SFT", "DPO", "DPO reward\n(vs SFT)"])
     ax.axhline(0.5, color="k", lw=0.8, ls=":")
     ax.set_ylim(0.3, 0.8)
     ax.set_title(f"held-out preference accuracy, {figs['pairs']} pairs (95% CI)")
+    ax.legend(loc="upper left", fontsize=8)
     ax = axes[1]
     x, y = figs["_sft_margins"], [m / figs["beta"] for m in figs["_margins"]]
     ax.scatter(x, y, s=6, alpha=0.5, color="#47c")
@@ -297,10 +322,13 @@ def report(figs: dict[str, Any]) -> str:
     lines += ["", f"DPO reward margin (beta-scaled, vs SFT): {fmt(figs['reward_margin_dpo'])}",
               f"DPO reward accuracy (margin > 0):         {fmt(figs['reward_accuracy_dpo'])}",
               f"accuracy DPO - SFT (paired):              {fmt(figs['accuracy_dpo_minus_sft'])}",
-              f"DPO beats SFT (DPO's 95% CI above SFT's point estimate): {figs['dpo_beats_sft']}",
+              f"DPO beats SFT (DPO's 95% CI above SFT's point estimate): {figs['dpo_beats_sft']} on the summed "
+              f"log p, {figs['dpo_beats_sft_per_token']} per token",
               "", f"why: SFT's |log p margin| median {figs['sft_margin_abs_median_nats']} nats (it follows the "
               f"shorter answer in {figs['sft_prefers_shorter_answer']:.0%} of pairs); DPO's shift median "
-              f"{figs['dpo_shift_abs_median_nats']} nats; pairs where the shift exceeds the margin: "
+              f"{figs['dpo_shift_abs_median_nats']} nats, correlated with SFT's margin (r = "
+              f"{figs['corr_dpo_shift_sft_margin']}) and with how much longer the rejected answer is (r = "
+              f"{figs['corr_dpo_shift_length_difference']}); pairs where the shift exceeds the margin: "
               f"{figs['pairs_dpo_could_flip']:.0%}"]
     return "\n".join(lines)
 

@@ -185,5 +185,7 @@ def test_outcome_figures_on_known_scores():
     assert 0.0 <= lo <= 0.5 <= hi <= 1.0
     # |shift| 20 exceeds |margin| 5, 10, 15 but not 20
     assert figs["pairs_dpo_could_flip"] == 0.75 and figs["dpo_shift_abs_median_nats"] == 20.0
+    assert figs["corr_dpo_shift_sft_margin"] == 0.0  # the shift is the same for every pair
+    assert abs(_outcome().correlation([1, 2, 3], [2, 4, 7]) - 0.9934) < 1e-3
     tie = {"chosen": [(0.0, 0)], "rejected": [(0.0, 0)]}  # both answers cut off by max_length
     assert oc.wins(tie) == [0.5]
