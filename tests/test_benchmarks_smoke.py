@@ -54,6 +54,8 @@ def test_smoke_runs_every_arm_and_writes_json_and_table(tmp_path):
         elif r["arm"] == "train_entry":
             # packed, padding-free rows: no pad tokens computed, at most max_length tokens per row
             assert r["padding_efficiency"] == 1.0 and per_step <= r["max_length"]
+        elif r["arm"] == "trl_default":
+            assert r["padding_efficiency"] < 1.0  # dynamic padding: pad tokens counted as computed, not real
         elif r["arm"] == "pad_to_max":
             assert r["computed_tokens"] == r["timed_steps"] * r["batch"] * r["max_length"]
             assert r["padding_efficiency"] < 0.9  # chat-length samples padded to max_length
