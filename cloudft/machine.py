@@ -53,6 +53,8 @@ def catalog_gpu(name: str) -> Optional[str]:
     from .planner.catalog import gpu_specs
 
     upper = name.upper().replace("NVIDIA", "").replace(" ", "")
+    if "H100" in upper and "PCIE" in upper:
+        return None  # a different (lower) bf16 peak than the SXM H100 the table holds
     best = None
     for known in gpu_specs():
         base, _, size = known.upper().partition("-")

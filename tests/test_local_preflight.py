@@ -133,3 +133,4 @@ def test_gpu_names_from_the_driver_map_to_the_planners():
     assert catalog_gpu("NVIDIA A10G") == "A10G"
     assert catalog_gpu("Tesla T4") == "T4"
     assert catalog_gpu("Some Future GPU") is None
+    assert catalog_gpu("NVIDIA H100 PCIe") is None  # its bf16 peak is not the SXM H100's

@@ -146,6 +146,22 @@ def test_report_plots_the_logged_losses(tmp_path):
     assert (out / "loss.png").stat().st_size > 1000 and (out / "reward_margins.png").stat().st_size > 1000
 
 
+def test_runs_on_the_tiny_model_say_their_figures_show_the_pipeline_not_learning(tmp_path, tiny_model):
+    from train_entry.cli import _after_training
+    from train_entry.report import write_report
+    from train_entry.tiny import TINY_NOTE, is_tiny_model
+
+    assert is_tiny_model(tiny_model) and not is_tiny_model(tmp_path) and not is_tiny_model("meta-llama/Llama-3.1-8B")
+    ctx = _ctx(tmp_path)
+    ctx.cfg.base_model, ctx.cfg.eval.enabled = str(tiny_model), False
+    ctx.layout.output_dir.mkdir(parents=True)
+    metrics: dict = {}
+    _after_training(ctx, metrics, ["stage 0 (sft) train"])
+    assert json.loads((ctx.layout.output_dir / "metrics.json").read_text())["note"] == TINY_NOTE
+    text = write_report(ctx, {"pref_accuracy": 0.5, **metrics}, [], []).read_text()
+    assert f"## Notes\n\n- {TINY_NOTE}" in text
+
+
 def test_report_without_reward_margins_has_no_margin_plot(tmp_path):
     from train_entry.report import write_report
 

@@ -38,6 +38,7 @@ eval: {{enabled: false}}
 
     proc = cloudft("submit", str(spec), timeout=600)
     assert "completed" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stdout.count("note: tiny model with random weights") == 1  # once per run, not per stage
     run = json.loads(cloudft("runs", "--json").stdout)[0]
     log = (Path(run["run_dir"]) / "log.txt").read_text()
     starts = [json.loads(line.split("##cloudft ", 1)[1]) for line in log.splitlines() if '"train_start"' in line]

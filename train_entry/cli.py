@@ -139,7 +139,10 @@ def _after_training(ctx, metrics: dict, step: list[str]) -> None:
     from .artifact import describe_output
     from .export import run_exports
     from .report import write_report
+    from .tiny import TINY_NOTE, is_tiny_model
 
+    if is_tiny_model(ctx.cfg.base_model):
+        metrics["note"] = TINY_NOTE
     metrics.update(describe_output(ctx))
     step[0] = f"stage {ctx.cfg.stage} ({ctx.cfg.method}) export"
     exports, notes = run_exports(ctx)

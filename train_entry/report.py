@@ -152,6 +152,7 @@ def write_report(ctx, numbers: dict[str, Any], generations: list[dict[str, str]]
         lines += ["## Generations (greedy)", "", "| prompt | base | tuned |", "|---|---|---|"]
         lines += [f"| {_cell(g['prompt'])} | {_cell(g['base'])} | {_cell(g['tuned'])} |" for g in generations]
         lines.append("")
+    notes = ([numbers["note"]] if numbers.get("note") else []) + list(notes)
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     path = out / "report.md"

@@ -21,6 +21,10 @@ CHAT_TEMPLATE = (
 )
 
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>"]
+# config.json key that marks a model built here, and what runs on it can and cannot show
+TINY_MARKER = "cloudft_tiny_model"
+TINY_NOTE = ("tiny model with random weights (train_entry.tiny): these figures show that the pipeline runs end to "
+             "end, not that it learns; benchmarks/outcome.py measures SFT and DPO on real data")
 
 
 def _strings(value) -> Iterator[str]:
@@ -88,7 +92,7 @@ def build_tiny_model(out: str | Path, data: Optional[list[str | Path]] = None, t
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
         max_position_embeddings=2048, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, **{TINY_MARKER: True},
     )
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -101,6 +105,14 @@ def build_tiny_model(out: str | Path, data: Optional[list[str | Path]] = None, t
         shutil.rmtree(out)
     tmp.rename(out)
     return out
+
+
+def is_tiny_model(path: str | Path) -> bool:
+    """Whether `path` holds a model built by build_tiny_model (its config.json carries TINY_MARKER)."""
+    try:
+        return bool(json.loads((Path(path) / "config.json").read_text()).get(TINY_MARKER))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def main(argv: Optional[list[str]] = None) -> None:

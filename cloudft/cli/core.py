@@ -219,6 +219,7 @@ def _print_outcome(rec) -> None:
 
     run_dir = Path(rec.run_dir or ".")
     handle = get_provider(rec.provider).handle(rec)
+    notes: list[str] = []
     for stage in handle.stages:
         o = run_dir / stage / "output"
         if (o / "metrics.json").exists():
@@ -233,7 +234,14 @@ def _print_outcome(rec) -> None:
                 out.print(f"    report:   {o / 'report.md'}")
             for line in headline(metrics):
                 out.print(f"      {line}")
+            if isinstance(metrics.get("note"), str) and metrics["note"] not in notes:
+                notes.append(metrics["note"])
     out.print(f"  log:        {run_dir / 'log.txt'}")
+    if notes:
+        from rich.markup import escape
+
+        for note in notes:
+            out.print(f"[yellow]note:[/] {escape(note)}")
     _resume_hint(rec)
 
 
