@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from train_entry.config import is_remote
+
 from .errors import CloudftError
 from .preflight import Finding
 
@@ -45,7 +47,9 @@ CAPABILITIES: dict[str, Capabilities] = {
                  "data_schemes": "local runs read local files"}),
     "aws": Capabilities(
         provider="aws", spot=True, multi_node=True, pipelines=True, sharding=True, deploy=True, artifacts=True,
-        launcher="torchrun", secret_refs=("arn:aws:secretsmanager:", "secretsmanager:"), data_schemes=("s3://",),
+        launcher="torchrun", data_schemes=("s3://",),
+        secret_refs=("arn:aws:secretsmanager:", "arn:aws-cn:secretsmanager:", "arn:aws-us-gov:secretsmanager:",
+                     "secretsmanager:"),
         why_not={"secret_refs": "SageMaker jobs resolve Secrets Manager references; an env: value would be written "
                                 "into the job request",
                  "data_schemes": "SageMaker channels read s3:// or files cloudft uploads"}),
@@ -114,7 +118,7 @@ def check_capabilities(spec: "JobSpec", provider: str) -> list[Finding]:
         base = ("stages", i, "data") if stage.data else ("data",)
         for split in ("train", "validation"):
             value = getattr(data, split)
-            if value and ("://" in value or value.startswith("azureml:")) and not value.startswith(caps.data_schemes):
+            if value and is_remote(value) and not value.startswith(caps.data_schemes):
                 refuse(base + (split,), "data_schemes", f"data.{split} is {value.split(':', 1)[0]}:",
                        "use a local file (cloudft uploads it)"
                        + (f" or {', '.join(caps.data_schemes)}" if caps.data_schemes else ", downloaded first"))

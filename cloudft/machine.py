@@ -48,19 +48,28 @@ def _meminfo() -> tuple[float, float]:
     return total, available
 
 
+#: words in a driver's GPU name that mean another bf16 peak than the plain model's (Hopper: NVL and PCIe cards run
+#: at lower clocks; an A100 PCIe has the SXM's 312 TFLOP/s)
+VARIANTS = {"H100": ("NVL", "PCIE"), "H200": ("NVL", "PCIE")}
+
+
 def catalog_gpu(name: str) -> Optional[str]:
-    """The planner's name for a GPU the driver reports ("NVIDIA A100-SXM4-80GB" → "A100-80GB")."""
+    """The planner's name for a GPU the driver reports ("NVIDIA A100-SXM4-80GB" → "A100-80GB"), matching whole words:
+    "L40" is not "L4", and a variant the table does not hold ("H100 PCIe", "H200 NVL") is None, not the plain model."""
+    import re
+
     from .planner.catalog import gpu_specs
 
-    upper = name.upper().replace("NVIDIA", "").replace(" ", "")
-    if "H100" in upper and "PCIE" in upper:
-        return None  # a different (lower) bf16 peak than the SXM H100 the table holds
+    words = set(re.split(r"[\s_-]+", name.upper()))
     best = None
     for known in gpu_specs():
-        base, _, size = known.upper().partition("-")
-        if base in upper and (not size or size.replace("GB", "") in upper) and (best is None or len(known) > len(best)):
+        base, _, detail = known.upper().partition("-")
+        if base in words and (not detail or detail in words) and (best is None or len(known) > len(best)):
             best = known
-    return best
+    if best is None:
+        return None
+    base, _, detail = best.upper().partition("-")
+    return None if any(v in words and v != detail for v in VARIANTS.get(base, ())) else best
 
 
 def _cuda_gpus() -> tuple[LocalGpu, ...]:

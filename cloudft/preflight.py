@@ -6,8 +6,9 @@ provider's own documentation (or SDK source) the rule comes from; each rule has 
 A provider may hand its rules a view of the plan instead, carrying what it resolved besides (its section, a stack's
 outputs) with the plan as `.plan` (cloudft/providers/azure/preflight.py: AzureView).
 `Provider.preflight(plan)` runs the provider's rules; `cloudft plan` shows the findings, `cloudft submit` (and
-`--dry-run`) refuses errors before any request. A finding marked `forceable` (e.g. "no GPU on this machine") is let
-through by `--force`; the others describe what the service would refuse anyway.
+`--dry-run`) refuses errors before any request. A finding marked `forceable` (e.g. "no GPU on this machine": a
+run that is only slow) is let through by `--force`; the others describe what the service would refuse, or what
+would fail for sure (an estimated peak beyond the memory there is, a missing secret or model).
 """
 
 from __future__ import annotations

@@ -247,16 +247,32 @@ RESERVED_ENV = {"PATH", "HOME", "USER", "SHELL", "PWD", "LANG", "TMPDIR", "PYTHO
                 "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"}
 RESERVED_ENV_PREFIXES = ("CLOUDFT_", "SM_", "AZUREML_", "TORCHELASTIC_", "NCCL_")
 
-#: Reference kinds and the names they take. Secrets Manager: "ASCII letters, numbers, and /_+=.@-" (CreateSecret
-#: API reference); Key Vault secret names: alphanumerics and hyphens, 1-127 ("^[0-9a-zA-Z-]+$", Key Vault REST).
-_SM_NAME = r"[A-Za-z0-9/_+=.@-]{1,512}"
-SECRET_REFS = {
-    "env:": (ENV_NAME, "env:VAR, a variable of the environment that runs `cloudft submit`"),
-    "secretsmanager:": (re.compile(_SM_NAME), "secretsmanager:NAME (letters, digits and /_+=.@-)"),
-    "arn:aws:secretsmanager:": (re.compile(r"[a-z0-9-]+:\d{12}:secret:" + _SM_NAME),
-                                "arn:aws:secretsmanager:REGION:ACCOUNT(12 digits):secret:NAME"),
-    "keyvault:": (None, "keyvault:NAME (letters, digits and dashes, at most 127)"),  # the launcher's own rule
-}
+#: Secrets Manager secret names: "ASCII letters, numbers, and /_+=.@-" (CreateSecret API reference).
+_SM_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
+#: Reference kinds, each with the one check of its form (shared with the job's launcher where it has one).
+SECRET_REFS = ("env:", "secretsmanager:", "arn:aws:secretsmanager:", "arn:aws-cn:secretsmanager:",
+               "arn:aws-us-gov:secretsmanager:", "keyvault:")
+
+
+def _check_reference(kind: str, ref: str) -> None:
+    """ValueError when `ref` is not a well-formed reference of `kind`."""
+    body = ref[len(kind):]
+    if kind == "env:":
+        if not ENV_NAME.fullmatch(body):
+            raise ValueError(f"'{ref}': write env:VAR, a variable of the environment that runs `cloudft submit`")
+    elif kind == "keyvault:":  # the launcher's and the scoring script's own rule
+        from .providers.azure.keyvault import secret_name
+
+        secret_name(body)
+    else:  # Secrets Manager: the launcher's parser (NAME or ARN, optionally :json_key), then the name's characters
+        from .providers.aws.staging import launcher_module
+
+        secret_id, _ = launcher_module().parse_ref(ref)
+        parts = secret_id.split(":")
+        if secret_id.startswith("arn:") and not re.fullmatch(r"\d{12}", parts[4]):
+            raise ValueError(f"'{ref}': the account in a secret ARN is 12 digits")
+        if not _SM_NAME.fullmatch(parts[-1]):
+            raise ValueError(f"'{ref}': a Secrets Manager name takes letters, digits and /_+=.@- only")
 
 
 def _check_secret(name: str, ref: str) -> None:
@@ -270,16 +286,10 @@ def _check_secret(name: str, ref: str) -> None:
             f"secret '{name}' must be a reference (arn:aws:secretsmanager:..., secretsmanager:NAME, "
             "keyvault:NAME or env:VAR), never the value itself"
         )
-    pattern, shape = SECRET_REFS[kind]
-    if pattern is None:  # Key Vault: the one definition, shared with the job's launcher and the scoring script
-        from .providers.azure.keyvault import secret_name
-
-        try:
-            secret_name(ref[len(kind):])
-        except ValueError as exc:
-            raise ValueError(f"secret '{name}': {exc}") from None
-    elif not pattern.fullmatch(ref[len(kind):]):
-        raise ValueError(f"secret '{name}': '{ref}' is not a valid reference; write {shape}")
+    try:
+        _check_reference(kind, ref)
+    except ValueError as exc:
+        raise ValueError(f"secret '{name}': {exc}") from None
 
 
 # -- loading ---------------------------------------------------------------------------------------

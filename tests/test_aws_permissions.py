@@ -146,3 +146,15 @@ def test_docs_print_the_current_manifest_and_rules():
     from cloudft.providers.aws import docs
 
     assert docs.block() in docs.docs_path().read_text()
+
+
+def test_condition_keys_are_case_insensitive_in_the_evaluator():
+    """IAM matches condition key names without regard to case ("IAM JSON policy elements: Condition"): a Deny
+    written with another case must still deny, never be skipped into an allow."""
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "kms:CreateGrant", "Resource": "*"},
+        {"Effect": "Deny", "Action": "kms:CreateGrant", "Resource": "*",
+         "Condition": {"Bool": {"kms:grantisforawsresource": "false"}}}]}
+    decision = iam_eval.evaluate([policy], "kms:CreateGrant", "*", {"kms:GrantIsForAWSResource": False})
+    assert not decision.allowed
+    assert iam_eval.evaluate([policy], "kms:CreateGrant", "*", {"kms:GrantIsForAWSResource": True}).allowed

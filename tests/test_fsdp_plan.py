@@ -261,3 +261,21 @@ def test_run_config_reaches_sagemaker_torchrun_and_azure_pytorch_distribution(tm
     assert azjob.distribution.process_count_per_instance == 8
     staged = RunConfig.read(tmp_path / "az" / "code" / "cloudft_run" / "stage0.json")
     assert (staged.distributed.strategy, staged.distributed.launcher) == ("fsdp", "platform")
+
+
+def test_fsdp_only_settings_on_an_unsharded_plan_are_reported_not_dropped(tmp_path):
+    """`cpu_offload` and `checkpoints` mean something under FSDP only: when `auto` picks data parallel (the model
+    fits one GPU), the plan says they are not used instead of carrying them silently."""
+    from cloudft.plan import build_plan
+    from cloudft.spec import load_spec_text
+
+    spec = load_spec_text(f"""
+name: small
+base_model: Qwen/Qwen2.5-0.5B-Instruct
+data: {{train: {EXAMPLE_DATA / 'quickstart.jsonl'}}}
+compute: {{instance_type: ml.g5.12xlarge}}
+distributed: {{cpu_offload: true, checkpoints: full}}
+""")
+    plan = build_plan(spec, "aws")
+    assert plan.estimate.instance.strategy == "ddp"
+    assert any("distributed.checkpoints, distributed.cpu_offload apply to FSDP only" in w for w in plan.warnings)

@@ -134,3 +134,7 @@ def test_gpu_names_from_the_driver_map_to_the_planners():
     assert catalog_gpu("Tesla T4") == "T4"
     assert catalog_gpu("Some Future GPU") is None
     assert catalog_gpu("NVIDIA H100 PCIe") is None  # its bf16 peak is not the SXM H100's
+    assert catalog_gpu("NVIDIA H200 NVL") is None and catalog_gpu("NVIDIA H100 NVL") == "H100-NVL"
+    assert catalog_gpu("NVIDIA L40") is None  # whole words: not the L4
+    assert catalog_gpu("NVIDIA A100-SXM4") is None  # not the A10; which A100 is told by its memory
+    assert catalog_gpu("NVIDIA A100 80GB PCIe") == "A100-80GB"

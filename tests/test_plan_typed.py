@@ -155,3 +155,20 @@ def test_plan_needs_no_bucket_or_role_but_submit_does(tmp_path):
     assert plan.estimate.cost is not None and plan.stages[0].locations.output_uri.startswith("s3://<aws.bucket>/")
     with pytest.raises(CloudftError, match="aws.bucket is not set"):
         prov.check_submit(plan.spec)
+
+
+def test_remote_data_is_one_notion_everywhere(tmp_path):
+    """An Azure ML data asset (azureml:NAME:VERSION) is remote like a URI: planned as it is, never looked up as a
+    local file; a local validation file beside remote training data is refused at validate, with its line."""
+    path = _spec(tmp_path, AZURE, "asset")
+    path.write_text(path.read_text().replace("data/quickstart.jsonl", "azureml:my-train:3"))
+    _, plan = _plan(path, "azure")
+    assert plan.data[0].train == "azureml:my-train:3" and not plan.data[0].local
+    assert plan.stages[0].locations.train == "azureml:my-train:3"
+    mixed = _spec(tmp_path, AWS, "mixed")
+    mixed.write_text(mixed.read_text().replace("data/quickstart.jsonl",
+                                               "s3://b/train.jsonl, validation: data/quickstart.jsonl"))
+    with pytest.raises(SpecError) as err:
+        load_spec(mixed)
+    assert "data.validation is a local file while data.train is in the cloud" in err.value.render()
+    assert f"{mixed}:3:" in err.value.render()

@@ -267,3 +267,12 @@ def test_spec_files_get_the_same_checks(tmp_path):
     with pytest.raises(SpecError) as info:
         load_spec(path)
     assert info.value.problems[0].file == str(path) and info.value.problems[0].line == 5
+
+
+@pytest.mark.parametrize("ref", ["secretsmanager:hf:token", "arn:aws:secretsmanager:us-east-1:111122223333:secret:hf-AbC:token",
+                                 "arn:aws-cn:secretsmanager:cn-north-1:111122223333:secret:hf"])
+def test_references_the_launcher_reads_are_accepted(ref):
+    """A JSON key after the name, and the other AWS partitions: the spec takes what the job's launcher resolves
+    (templates/aws/cloudft_launch.py parse_ref, the one parser)."""
+    spec = load_spec_text(GOOD + f"secrets: {{HF_TOKEN: '{ref}'}}\n")
+    assert spec.secrets["HF_TOKEN"] == ref

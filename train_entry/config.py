@@ -234,6 +234,12 @@ class DataFormat(str, Enum):
     sagemaker_instruction = "sagemaker_instruction"
 
 
+def is_remote(location: str) -> bool:
+    """A cloud location a provider reads as it is: a URI (s3://, azureml://, https://, ...) or an Azure ML data asset
+    (azureml:NAME:VERSION). Anything else is a local path, validated and versioned by cloudft."""
+    return "://" in location or location.startswith("azureml:")
+
+
 class DataConfig(StrictModel):
     """Where the data is and what shape it has."""
 
@@ -267,6 +273,14 @@ class DataConfig(StrictModel):
                 raise ValueError(f"{key}: give a column name (or a template) as text; only label_a and label_b "
                                  "take numbers or true/false")
         return v
+
+    @model_validator(mode="after")
+    def _splits_in_one_place(self) -> "DataConfig":
+        if self.validation and is_remote(self.train) and not is_remote(self.validation):
+            raise ValueError("data.validation is a local file while data.train is in the cloud: cloudft validates "
+                             "and versions local files only together with their training split; upload the "
+                             "validation file next to the training data (or give both as local files)")
+        return self
 
 
 class Precision(str, Enum):

@@ -82,12 +82,14 @@ def validate_cmd(specs: tuple[str, ...], provider: Optional[str]) -> None:
 
 def _warn_missing_data(spec) -> None:
     """validate checks the spec only; a local data file that is not there yet is worth a warning."""
+    from train_entry.config import is_remote
+
     seen = set()
     for stage in spec.stage_list():
         data = stage.data or spec.data
         for field in ("train", "validation"):
             value = getattr(data, field)
-            if not value or "://" in value or value in seen:
+            if not value or is_remote(value) or value in seen:
                 continue
             seen.add(value)
             p = Path(value).expanduser()
@@ -287,8 +289,16 @@ def runs_cmd(provider: Optional[str], limit: int, as_json: bool) -> None:
     table.columns.insert(0, Column("run", no_wrap=True, min_width=max((len(r.run_id) for r in recs), default=3)))
     for r in recs:
         table.add_row(r.run_id, r.provider, r.status, time.strftime("%m-%d %H:%M", time.localtime(r.created)),
-                      " → ".join(get_provider(r.provider).handle(r).stages))
+                      _stages(get_provider(r.provider), r))
     console().print(table)
+
+
+def _stages(prov, rec) -> str:
+    """A run's stages for the listing; one unreadable registry entry must not hide the others."""
+    try:
+        return " → ".join(prov.handle(rec).stages)
+    except CloudftError:
+        return "(entry unreadable: written by another cloudft version)"
 
 
 @click.command("status")
@@ -307,6 +317,8 @@ def status_cmd(run_id: str, as_json: bool) -> None:
     if rec.exit_code is not None:
         out.print(f"  exit code: {rec.exit_code}")
     for key, value in rec.meta.items():
+        if key == "runner":
+            continue  # the runner's process identity: cloudft's own bookkeeping
         if key in ("started", "finished") and isinstance(value, (int, float)):
             value = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
         elif isinstance(value, dict):

@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 import click
 
+from train_entry.config import is_remote
+
 from ..errors import CloudftError
 from .output import console, print_json
 
@@ -100,14 +102,14 @@ def _jobs(paths: tuple[str, ...], validation: Optional[str], file_opts: dict[str
         jobs = []
         for i, stage in enumerate(spec.stage_list()):
             data = stage.data or spec.data
-            if "://" in data.train:
+            if is_remote(data.train):
                 continue
             opts = stage_options(spec, i, data)
             for key, value in extra.items():
                 if value is not None and not (key == "near_dup" and opts.near_dup):
                     setattr(opts, key, value)
             sources = [(_local(spec, data.train, "train"), "train")]
-            if data.validation and "://" not in data.validation:
+            if data.validation and not is_remote(data.validation):
                 sources.append((_local(spec, data.validation, "validation"), "validation"))
             jobs.append((f"stage {i} ({stage.method})", sources, opts))
         return jobs

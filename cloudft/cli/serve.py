@@ -7,7 +7,7 @@ from typing import Optional
 import click
 
 from ..errors import CloudftError
-from .output import console, print_json
+from .output import console, err_console, print_json
 
 PROVIDERS = click.Choice(["local", "aws", "azure"])
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -44,8 +44,8 @@ def deploy_cmd(run_id: str, provider: Optional[str], instance_type: Optional[str
     prov = get_provider(provider or rec.provider)
     _options_fit(prov.name)
     if prov.name == "local" and host not in LOOPBACK:
-        console().print(f"[yellow]warning:[/] the local server has no authentication: anyone who can reach "
-                        f"{host} can use it")
+        err_console().print(f"[yellow]warning:[/] the local server has no authentication: anyone who can reach "
+                            f"{host} can use it")
     result = prov.deploy(rec, instance_type=instance_type, endpoint_name=endpoint_name, host=host, port=port,
                          timeout=timeout)
     prompt = smoke_prompt or default_prompt(rec)

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from train_entry.config import is_remote
+
 from ..errors import CloudftError
 from .pipeline import Options
 from .tokens import TokenCounter
@@ -85,13 +87,13 @@ def stage_options(spec: "JobSpec", index: int, data: "DataConfig", method: Optio
 
 def resolve_stage_data(spec: "JobSpec", index: int, data: "DataConfig") -> ResolvedData:
     """Validate + normalise the stage's local data into the store; returns where it is and what it holds."""
-    if "://" in data.train:
+    if is_remote(data.train):  # so is the validation split (DataConfig refuses a local one beside it)
         return ResolvedData(train=data.train, validation=data.validation, format=str(data.format),
                             note="cloud URI: passed to the provider unchanged (validated where it is read)")
     from . import store
 
     sources = [(_local(spec, data.train, "train"), "train")]
-    if data.validation and "://" not in data.validation:
+    if data.validation and not is_remote(data.validation):
         sources.append((_local(spec, data.validation, "validation"), "validation"))
     options = stage_options(spec, index, data)
     fingerprint = store.options_fingerprint(options)
@@ -115,7 +117,7 @@ def _result(manifest: dict[str, Any], data: "DataConfig", cached: bool) -> Resol
     splits = manifest["splits"]
     val = manifest.get("validation") or {}
     validation: Optional[str] = str(root / splits["validation"]["file"]) if "validation" in splits else None
-    if validation is None and data.validation and "://" in data.validation:
+    if validation is None and data.validation and is_remote(data.validation):
         validation = data.validation
     return ResolvedData(
         train=str(root / splits["train"]["file"]) if "train" in splits else None,

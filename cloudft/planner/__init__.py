@@ -8,6 +8,7 @@ torch or a cloud SDK.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..errors import CloudftError
@@ -156,8 +157,25 @@ def estimate_plan(spec: "JobSpec", provider: str, stages: "Sequence[RunConfig]",
         if spec.compute.instance_type:
             warnings.append(f"compute.instance_type ({spec.compute.instance_type}) is not used by the {provider} "
                             "provider: it runs on this machine")
-        return _estimate_local(spec, provider, arch, stages, sizes, machine or this_machine(), warnings)
-    return _estimate_cloud(spec, provider, arch, stages, sizes, warnings)
+        est = _estimate_local(spec, provider, arch, stages, sizes, machine or this_machine(), warnings)
+    else:
+        est = _estimate_cloud(spec, provider, arch, stages, sizes, warnings)
+    unused = _fsdp_settings_unused(spec, est.instance)
+    return dataclasses.replace(est, warnings=est.warnings + unused) if unused else est
+
+
+#: `distributed:` fields that only a sharded (FSDP) run uses
+FSDP_ONLY = ("sharding", "cpu_offload", "checkpoints")
+
+
+def _fsdp_settings_unused(spec: "JobSpec", choice: InstanceChoice) -> tuple[str, ...]:
+    """A warning when the spec sets FSDP-only fields but the plan runs unsharded (never a silent drop)."""
+    given = sorted(set(spec.distributed.model_fields_set) & set(FSDP_ONLY))
+    if not given or choice.strategy == "fsdp":
+        return ()
+    return (f"distributed.{', distributed.'.join(given)} apply to FSDP only, and this plan runs "
+            f"{choice.distribution} ({choice.strategy_reason or 'the planner' + chr(39) + 's choice'}): they are "
+            "not used; set distributed.strategy: fsdp to shard anyway",)
 
 
 def _estimate_local(spec: "JobSpec", provider: str, arch: "Optional[Arch]", stages: "list[RunConfig]",

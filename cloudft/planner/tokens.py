@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from train_entry.config import is_remote
+
 if TYPE_CHECKING:
     from ..data.resolve import ResolvedData
 
@@ -44,7 +46,7 @@ def data_size(data: "ResolvedData") -> DataSize:
     resolved = data.records.get("train")
     records = resolved
     train = data.train
-    path = Path(train) if isinstance(train, str) and "://" not in train else None
+    path = Path(train) if isinstance(train, str) and not is_remote(train) else None
     if path is None or not path.is_file():
         if records is not None:
             return DataSize(records, None, "record count from the data resolver; token count unknown")

@@ -21,6 +21,7 @@ from ..handles import LocalHandle
 from ..registry import Registry
 
 from train_entry.cli import EXIT_INTERRUPTED  # exit code after a SIGTERM checkpoint
+from train_entry.events import PREFIX  # the one definition of the event-line prefix (cloudft/cli/follow.py reads it)
 
 
 def _command(run_json: Path, nproc: int) -> list[str]:
@@ -51,16 +52,16 @@ def main(run_dir: str, run_id: str) -> int:
         run_json = Path(run_dir) / stage / "run.json"
         cfg = json.loads(run_json.read_text())
         if (Path(cfg["outputs"]["output_dir"]) / "metrics.json").exists():
-            print(f"##cloudft {json.dumps({'event': 'stage_skipped', 'stage': i, 'reason': 'already complete'})}",
+            print(PREFIX + json.dumps({'event': 'stage_skipped', 'stage': i, 'reason': 'already complete'}),
                   flush=True)
             continue
         reg.update(run_id, status="running", meta={"current_stage": stage})
-        print(f"##cloudft {json.dumps({'event': 'stage_start', 'stage': i, 'name': stage})}", flush=True)
+        print(PREFIX + json.dumps({'event': 'stage_start', 'stage': i, 'name': stage}), flush=True)
         nproc = int(cfg.get("distributed", {}).get("nproc_per_node", 1))
         child["p"] = subprocess.Popen(_command(run_json, nproc), stdin=subprocess.DEVNULL,
                                       env=dict(os.environ, PYTHONUNBUFFERED="1"))
         code = child["p"].wait()
-        print(f"##cloudft {json.dumps({'event': 'stage_end', 'stage': i, 'exit_code': code})}", flush=True)
+        print(PREFIX + json.dumps({'event': 'stage_end', 'stage': i, 'exit_code': code}), flush=True)
         if code != 0 or stopping["flag"]:
             break
     if stopping["flag"] or code == EXIT_INTERRUPTED:

@@ -159,11 +159,12 @@ def local_engine() -> Engine:
     """vLLM when it is installed and this machine has an NVIDIA GPU (checked without importing torch), else the
     transformers server."""
     import importlib.util
-    import shutil
+
+    from ..machine import this_machine
 
     if importlib.util.find_spec("vllm") is None:
         return "transformers"
-    return "vllm" if Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi") else "transformers"
+    return "vllm" if this_machine().has_cuda else "transformers"
 
 
 def serve_target(provider: str) -> ServeTarget:

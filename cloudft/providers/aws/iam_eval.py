@@ -97,6 +97,9 @@ def _condition(operator: str, key: str, expected: Any, context: Context) -> Any:
     if_exists = op.endswith("IfExists")
     base = op[: -len("IfExists")] if if_exists else op
     values = [str(v).lower() if isinstance(v, bool) else str(v) for v in _as_list(expected)]
+    # condition key names are case-insensitive (IAM User Guide, "IAM JSON policy elements: Condition")
+    context = {k.lower(): v for k, v in context.items()}
+    key = key.lower()
     present = key in context
     if base == "Null":  # "true": the key must be absent; "false": present
         return all((v.lower() == "true") == (not present) for v in values)

@@ -169,3 +169,23 @@ def ecr_repository_arn(image_uri: str) -> Optional[str]:
     repo = path.split("@", 1)[0].rsplit(":", 1)[0] if ":" in path.split("/")[-1] or "@" in path else path
     partition = "aws-cn" if host.endswith(".com.cn") else "aws"
     return f"arn:{partition}:ecr:{parts[3]}:{parts[0]}:repository/{repo}"
+
+
+def image_regions(transformers_version: str) -> Optional[set[str]]:
+    """The regions the SageMaker SDK's image config (sagemaker-core's image_uri_config/huggingface.json) publishes
+    the Hugging Face training image for `transformers_version` in; None when the SDK is not installed. Read as a
+    file through the package metadata: `cloudft plan` must not import the SDK."""
+    import importlib.metadata
+    import json
+
+    try:
+        dist = importlib.metadata.distribution("sagemaker-core")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = next((f for f in dist.files or () if str(f).endswith("image_uri_config/huggingface.json")), None)
+    if path is None:
+        return None
+    image = HF_TRAINING_IMAGES[transformers_version]
+    versions = json.loads(dist.locate_file(path).read_text())["training"]["versions"]
+    entry = versions.get(transformers_version, {}).get(image.base_framework_version, {})
+    return set(entry.get("registries", {}))

@@ -143,20 +143,20 @@ def _instance_region(view: AwsView) -> Iterator[Finding]:
 def _image_region(view: AwsView) -> Iterator[Finding]:
     if view.section.image_uri:
         return
-    from .submit import training_image
+    from .images import image_regions
 
     if not view.region:
         yield Finding("", "warning", "no AWS region: the training image's availability is not checked",
                       field="aws.region", fix="set aws.region (or AWS_DEFAULT_REGION)")
         return
-    try:
-        training_image(view.section, view.region, view.plan.estimate.instance.type)
-    except ImportError:
+    regions = image_regions(view.section.transformers_version)
+    if regions is None:
         yield Finding("", "warning", "the SageMaker SDK is not installed: the training image is not checked",
                       fix="pip install 'cloudft[aws]'")
-    except ValueError as exc:
+    elif view.region not in regions:
         yield Finding("", "error", f"no Hugging Face training image for transformers "
-                      f"{view.section.transformers_version} in {view.region}: {exc}", field="aws.region",
+                      f"{view.section.transformers_version} in {view.region} (the SDK's image config publishes it "
+                      f"in {len(regions)} other regions)", field="aws.region",
                       fix="use a region the image is published in, or set aws.image_uri")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
+from train_entry.config import is_remote
+
 from ...errors import CloudftError
 from ...stages import StageLocations
 from ..base import Provider
@@ -89,7 +91,7 @@ class AwsProvider(Provider):
             value = getattr(data, split)
             if not value:
                 continue
-            if "://" in value:  # s3:// (capabilities refuse other schemes at validate)
+            if is_remote(value):  # s3:// (capabilities refuse other schemes)
                 uri, filename = value, value.rstrip("/").rsplit("/", 1)[-1] if not value.endswith("/") else ""
             else:
                 filename = Path(value).name
@@ -242,9 +244,20 @@ def _default_region() -> str:
 
 
 def _configured_region() -> str:
-    """The AWS profile's region for preflight ("" when boto3 is absent or none is configured: not guessed)."""
+    """The region the AWS SDKs would use, for preflight ("" when none is configured: not guessed): AWS_REGION,
+    AWS_DEFAULT_REGION, else the profile's `region` in the shared config file, read without importing boto3
+    (`cloudft plan` stays light)."""
+    import configparser
+    import os
+
+    for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        if os.environ.get(var):
+            return os.environ[var]
+    profile = os.environ.get("AWS_PROFILE") or "default"
+    config = configparser.ConfigParser()
     try:
-        import boto3
-    except ImportError:
+        config.read(os.path.expanduser(os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"))
+    except (configparser.Error, OSError, UnicodeDecodeError):
         return ""
-    return boto3.Session().region_name or ""
+    section = "default" if profile == "default" else f"profile {profile}"
+    return config.get(section, "region", fallback="") if config.has_section(section) else ""

@@ -14,9 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from train_entry.config import is_remote
+
 from ...errors import CloudftError
 from . import naming
-from .staging import DOWNLOADS, LAUNCHER, launcher_module, stage_source_dir, tree_size, upload_if_missing
+from .staging import (
+    DOWNLOADS,
+    LAUNCHER,
+    launcher_module,
+    stage_source_dir,
+    tree_size,
+    upload_if_missing,
+)
 
 if TYPE_CHECKING:
     from ...plan import Plan, StagePlan
@@ -176,7 +185,7 @@ class Submitter:
             if not uri:
                 continue
             local = getattr(rdata, split)
-            if local and "://" not in local:
+            if local and not is_remote(local):
                 upload_if_missing(self.s3, Path(local), uri, kms_key=self.section.kms_key_arn)
                 source = uri.rsplit("/", 1)[0] + "/"  # the version's folder: one file in the channel
             else:
@@ -199,8 +208,14 @@ class Submitter:
 
     def trainer(self, stage: "StagePlan", sm_session, job_name: str):
         """The ModelTrainer of one stage (spot, checkpoints, torchrun, networking, KMS, tags, secrets)."""
-        from sagemaker.core.training.configs import (CheckpointConfig, Compute, Networking, OutputDataConfig,
-                                                     SourceCode, StoppingCondition)
+        from sagemaker.core.training.configs import (
+            CheckpointConfig,
+            Compute,
+            Networking,
+            OutputDataConfig,
+            SourceCode,
+            StoppingCondition,
+        )
         from sagemaker.train import ModelTrainer
         from sagemaker.train.distributed import Torchrun
 

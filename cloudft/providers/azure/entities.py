@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from ...paths import templates_dir
+from train_entry.config import is_remote
+
 from ...errors import CloudftError
+from ...paths import templates_dir
 from .runtime import torch_requirements, train_entry_dir
 from .section import AzureSection
 
@@ -81,7 +83,7 @@ def data_assets(spec: "JobSpec", method: str, data: "ResolvedData") -> list[Asse
         value = getattr(data, split)
         if not value:
             continue
-        if "://" in value or value.startswith("azureml:"):
+        if is_remote(value):
             kind = "uri_folder" if value.endswith("/") else "uri_file"
             refs.append(AssetRef(split, value, type=kind))
             continue
@@ -279,7 +281,11 @@ def identity_kind(spec: "JobSpec", section: AzureSection) -> Optional[str]:
 
 
 def identity(spec: "JobSpec", section: AzureSection):
-    from azure.ai.ml.entities import AmlTokenConfiguration, ManagedIdentityConfiguration, UserIdentityConfiguration
+    from azure.ai.ml.entities import (
+        AmlTokenConfiguration,
+        ManagedIdentityConfiguration,
+        UserIdentityConfiguration,
+    )
 
     kind = identity_kind(spec, section)
     if kind == "managed":

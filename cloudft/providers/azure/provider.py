@@ -44,19 +44,9 @@ class AzureProvider(Provider):
         return section
 
     def validate_section(self, spec: "JobSpec") -> None:
-        from ...errors import SpecError
-        from .keyvault import secret_name
-
+        # keyvault:NAME references are checked when the spec loads, with the launcher's own rule (cloudft.spec);
+        # other reference kinds are refused by the capability check
         self._section = self.section(spec)
-        problems = []
-        for env, ref in spec.secrets.items():
-            try:  # the launcher refuses the same names; say so at validate, located in the spec
-                secret_name(ref.split(":", 1)[1])
-            except ValueError as exc:
-                problems.append(spec.problem(("secrets", env), str(exc), "name the Key Vault secret, e.g. "
-                                                                           "keyvault:hf-token"))
-        if problems:
-            raise SpecError(problems)
         if spec.secrets and not self._section.key_vault:
             raise CloudftError("the spec has Key Vault secrets but azure.key_vault is not set",
                                hint="set azure.key_vault (or pass --stack NAME)")
