@@ -30,6 +30,11 @@ def _no_server_left():
         undeploy_local(name, missing_ok=True)
 
 
+#: the vLLM OpenAI-server flags cloudft may pass (see the test that checks the generated command line)
+VLLM_SERVER_FLAGS = {"--host", "--port", "--model", "--served-model-name", "--enable-lora", "--lora-modules",
+                     "--max-lora-rank", "--max-loras", "--quantization", "--max-model-len"}
+
+
 def _adapter(base: Path, out: Path, config) -> Path:
     """A PEFT adapter on `base` with non-trivial weights (so it answers differently from the base)."""
     import torch
@@ -372,3 +377,7 @@ def test_a_local_vllm_gets_the_sagemaker_containers_settings(kind, tmp_path, ada
     else:
         assert flags["--model"] == str(output / "merged") and "--enable-lora" not in flags
         assert flags["--served-model-name"] == "made" and (output / "merged" / "config.json").is_file()
+    # the stand-in takes any command line; vLLM's parser does not: every flag must be one vLLM's OpenAI server
+    # defines (EngineArgs and the frontend's arguments: vllm/engine/arg_utils.py, vllm/entrypoints/openai/cli_args.py;
+    # its own tests start the server with these, e.g. tests/entrypoints/openai/test_lora_adapters.py)
+    assert set(flags) <= VLLM_SERVER_FLAGS, set(flags) - VLLM_SERVER_FLAGS
