@@ -97,3 +97,39 @@ def test_block_path_matches_run_with_unused_columns_and_repeated_keys(tmp_path, 
     assert got == ref
     assert ref[0]["counts"]["unused_column"] == 1 and ref[0]["counts"]["duplicate_key"] == 8
     assert ref[0]["counts"]["unused_target"] == 1
+
+
+_UNDER_SIGTERM_HANDLER = """
+import io, signal, sys
+from pathlib import Path
+from cloudft.data import blocks
+from cloudft.data.pipeline import Options, Pipeline
+from cloudft.data.version import DatasetWriter
+
+blocks.BLOCK_BYTES = 1500
+signal.signal(signal.SIGTERM, lambda signum, frame: None)  # what train_entry's checkpoint handler does
+for n in range(8):
+    pipe = Pipeline(Options(workers=2), io.StringIO(), roles=["train"])
+    writer = DatasetWriter(Path(sys.argv[2]) / str(n))
+    pipe.consume(Path(sys.argv[1]), "train", writer)
+    writer.close()
+    print(pipe.finish().to_dict()["records_out"])
+"""
+
+
+def test_workers_end_when_the_parent_had_taken_sigterm(tmp_path):
+    """Forked workers inherit their parent's handlers. A parent that had taken SIGTERM (train_entry's checkpoint
+    handler, an app's) gave workers that ignored Pool.terminate(): consume() then waited for them forever. The hang
+    needs a worker caught waiting at terminate(), so a child process makes and ends the pool several times."""
+    import subprocess
+    import sys
+
+    train = tmp_path / "train.jsonl"
+    _messy(train)
+    try:
+        done = subprocess.run([sys.executable, "-c", _UNDER_SIGTERM_HANDLER, str(train), str(tmp_path / "out")],
+                              capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the data pipeline's worker pool never ended under a SIGTERM handler")
+    assert done.returncode == 0, done.stderr
+    assert len(set(done.stdout.split())) == 1 and len(done.stdout.split()) == 8, done.stdout

@@ -100,3 +100,21 @@ def test_merge_command_writes_full_weights(tmp_path, tiny_model):
     ids = torch.tensor([[5, 9, 17, 33]])
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, adapted(ids).logits, atol=1e-4)
+
+
+def test_train_gives_back_the_callers_sigterm_handler(tmp_path, tiny_model):
+    """train() takes SIGTERM for the run only: an embedding process (a notebook, the SDK, a test worker) keeps its
+    own handler afterwards. Before, train_entry's checkpoint handler stayed, so SIGTERM no longer ended the process
+    and forked children (the data pipeline's workers) ignored Pool.terminate()."""
+    import signal
+
+    def callers_handler(signum, frame):  # pragma: no cover - never delivered
+        pass
+
+    config = run_config(tmp_path, tiny_model, "lora", learning_rate=1e-2)
+    before = signal.signal(signal.SIGTERM, callers_handler)
+    try:
+        assert train(["--config", str(config)]) == 0
+        assert signal.getsignal(signal.SIGTERM) is callers_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)

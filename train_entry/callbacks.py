@@ -7,7 +7,7 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from transformers import TrainerCallback
 
@@ -102,9 +102,17 @@ class CheckpointPolicyCallback(TrainerCallback):
         self.per_node = per_node  # processes per node: the first of each node marks what its node wrote
         self.last_save = time.monotonic()
         self.interrupted = False
+        self._previous: Any = None
 
     def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        """Take SIGTERM for this run; `uninstall` gives it back (an embedding process keeps its own handler)."""
+        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def uninstall(self) -> None:
+        """Restore the SIGTERM handler that was in place before `install`."""
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
 
     def _on_sigterm(self, signum, frame) -> None:
         if not self.interrupted:

@@ -92,7 +92,6 @@ def _run(cfg: RunConfig, layout, w, log_file: Path) -> int:
     ctx = TrainContext(cfg=cfg, layout=layout, world=w, precision=resolve_precision(cfg.training.precision))
     ctx.policy.minutes = cfg.training.save_minutes
     ctx.policy.per_node = cfg.distributed.nproc_per_node
-    ctx.policy.install()
     # transformers reads the TensorBoard directory from the environment
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(layout.logging_dir))
     if w.is_main:
@@ -112,6 +111,7 @@ def _run(cfg: RunConfig, layout, w, log_file: Path) -> int:
     progress.reset()
     step = [f"stage {cfg.stage} ({cfg.method})"]
     started = time.time()
+    ctx.policy.install()
     try:
         metrics = get_method(cfg.method)(ctx)
         if ctx.policy.interrupted:
@@ -131,6 +131,8 @@ def _run(cfg: RunConfig, layout, w, log_file: Path) -> int:
             failure = Failure("error", where, f"{type(exc).__name__}: {exc}", "see the traceback in the log file",
                               EXIT_FAILED)
         return report(failure, exc, log_file, layout.failure_file, stage=cfg.stage, method=cfg.method)
+    finally:
+        ctx.policy.uninstall()
 
 
 def _after_training(ctx, metrics: dict, step: list[str]) -> None:

@@ -12,6 +12,7 @@ path or however many workers ran.
 from __future__ import annotations
 
 import os
+import signal
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -229,6 +230,16 @@ def read_range(path: str, start: int, end: int) -> bytes:
 def _work(args: tuple) -> Block:
     path, start, end, ctx = args
     return stage1(read_range(path, start, end), ctx)
+
+
+def worker_init() -> None:
+    """A pool worker dies on SIGTERM and leaves Ctrl-C to its parent, whatever handlers its parent had.
+
+    Workers are forked, so they inherit the parent's signal handlers: a process that had taken SIGTERM (train_entry's
+    checkpoint-on-SIGTERM handler, an embedding app's) gave workers that ignored Pool.terminate(), which then waited
+    for them forever."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def iter_stream_blocks(fh: Any, block: Optional[int] = None):
