@@ -122,7 +122,7 @@ def test_corrupt_or_truncated_gzip_is_a_file_error_naming_the_file(tmp_path):
     ("blank.jsonl", b"\n  \n\t\n", "has only blank lines"),
     ("header.csv", b"prompt,completion\n", "header row and no records"),
     ("empty.json", b"[ ]", "empty JSON array"),
-    ("empty.jsonl.gz", gzip.compress(b"\n\n"), "has only blank lines"),
+    ("empty.jsonl.gz", gzip.compress(b"\n\n", mtime=0), "has only blank lines"),
 ])
 def test_files_without_records_are_errors(tmp_path, name, content, what):
     path = tmp_path / name
