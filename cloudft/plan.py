@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from train_entry.config import DataConfig, DistributedConfig, RunConfig
+from train_entry.config import DataConfig, DistributedConfig, PlannedResources, RunConfig
 
 from .capabilities import capabilities_of
 from .data.resolve import ResolvedData
@@ -174,6 +174,13 @@ def _distributed(spec: JobSpec, provider: str, estimate: Estimate) -> Distribute
                              nproc_per_node=max(choice.gpus, 1), launcher=launcher)
 
 
+def _planned(estimate: Estimate) -> PlannedResources:
+    """The planner's expectation, as the run config carries it (train_entry's out-of-memory message)."""
+    choice = estimate.instance
+    return PlannedResources(peak_memory_gb=estimate.memory.peak_gb_per_device if estimate.memory else None,
+                            device_memory_gb=choice.gpu_memory_gb, instance=choice.type or "this machine")
+
+
 def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None, locate: Optional[Locate] = None,
                rerun: bool = False, machine: "Optional[Machine]" = None) -> Plan:
     """Resolve `spec` into a Plan for `provider`.
@@ -208,9 +215,9 @@ def build_plan(spec: JobSpec, provider: str, run_id: Optional[str] = None, locat
         )
         drafts.append((loc, links, work_key, rc))
     estimate = estimate_plan(spec, provider, [d[3] for d in drafts], data, machine=machine)
-    distributed = _distributed(spec, provider, estimate)
+    update = {"distributed": _distributed(spec, provider, estimate), "planned": _planned(estimate)}
     stages = tuple(
-        StagePlan(index=i, method=str(specs[i].method), run_config=rc.model_copy(update={"distributed": distributed}),
+        StagePlan(index=i, method=str(specs[i].method), run_config=rc.model_copy(update=update),
                   locations=loc, links=links, work_key=key, produces=stage_artifact(str(specs[i].method),
                                                                                      str(spec.peft.type)))
         for i, (loc, links, key, rc) in enumerate(drafts))

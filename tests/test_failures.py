@@ -149,8 +149,10 @@ def test_out_of_memory_in_a_training_step(tmp_path, tiny_model, capsys, monkeypa
         return real_step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    planned = {"peak_memory_gb": 21.5, "device_memory_gb": 24.0, "instance": "ml.g5.12xlarge"}
     cfg = write_config(tmp_path, "oom", tiny_model, "sft", EXAMPLE_DATA / "quickstart.jsonl", peft=LORA,
-                       training={"max_steps": 4, "per_device_batch_size": 4, "max_length": 512})
+                       training={"max_steps": 4, "per_device_batch_size": 4, "max_length": 512},
+                       **({"planned": planned} if device == "GPU" else {}))
     rc, console, log_file = _run(capsys, cfg)
     assert rc == EXIT_OUT_OF_MEMORY
     event = located(console, log_file, "out_of_memory")
@@ -159,6 +161,8 @@ def test_out_of_memory_in_a_training_step(tmp_path, tiny_model, capsys, monkeypa
     assert "per_device_batch_size: 2 with gradient_accumulation_steps: 2" in event["fix"]
     assert "gradient_checkpointing: true" in event["fix"] and "max_length: 256" in event["fix"]
     assert ("peft.type: qlora" in event["fix"]) == (device == "GPU")
+    expected = "cloudft's plan estimated a peak of 21.5 GiB per device on ml.g5.12xlarge (24.0 GiB per GPU)"
+    assert (expected in event["cause"]) == (device == "GPU")  # the plan's estimate, where the run config has it
     assert "in step" in log_file.read_text()  # the frame that raised is in the kept traceback
 
 
@@ -187,3 +191,26 @@ def test_checkpoint_that_cannot_be_read(tmp_path, tiny_model, capsys):
     event = located(console, log_file, "checkpoint")
     assert event["what"] == f"resuming from the checkpoint {ckpt}"
     assert f"move {ckpt} aside" in event["fix"] and "--rerun" in event["fix"]
+
+
+def test_a_failed_local_run_keeps_its_located_failure_in_the_registry(tmp_path, tiny_model):
+    """`cloudft status` (and `--json`) says why a local run failed: the `failed` event's message and class, read
+    by the runner from the stage's own output, not just an exit code."""
+    import shutil
+
+    from test_cli import cloudft, write_spec
+
+    model = tmp_path / "no-weights"
+    shutil.copytree(tiny_model, model)
+    for weights in model.glob("*.safetensors"):
+        weights.unlink()  # config.json is there (the preflight passes); from_pretrained finds no weights
+    spec = write_spec(tmp_path, model)
+    proc = cloudft("submit", str(spec), "--json", check=False)
+    assert proc.returncode != 0
+    run_id = json.loads(cloudft("runs", "--json").stdout)[0]["run_id"]
+    status = json.loads(cloudft("status", run_id, "--json").stdout)
+    assert status["status"] == "failed" and status["exit_code"] == EXIT_MODEL_NOT_FOUND
+    assert status["meta"]["failure_kind"] == "model_not_found"
+    assert str(model) in status["meta"]["failure"] and ". Fix: " in status["meta"]["failure"]
+    shown = cloudft("status", run_id).stdout
+    assert "failure_kind: model_not_found" in shown and "failure: " in shown

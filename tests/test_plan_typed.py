@@ -172,3 +172,17 @@ def test_remote_data_is_one_notion_everywhere(tmp_path):
         load_spec(mixed)
     assert "data.validation is a local file while data.train is in the cloud" in err.value.render()
     assert f"{mixed}:3:" in err.value.render()
+
+
+def test_run_configs_carry_the_plans_memory_estimate_for_failure_messages():
+    """train_entry cannot import cloudft, so what the planner expected travels in the run config (`planned`):
+    an out-of-memory failure names it (tests/test_failures.py)."""
+    from cloudft.plan import build_plan
+    from cloudft.spec import load_spec
+
+    plan = build_plan(load_spec(REPO / "examples" / "lora-llama3-8b.yaml"), "aws")
+    planned = plan.stages[0].run_config.planned
+    assert planned.peak_memory_gb == plan.estimate.memory.peak_gb_per_device
+    assert planned.instance == plan.estimate.instance.type and planned.device_memory_gb == 24.0
+    local = build_plan(load_spec(REPO / "examples" / "quickstart.yaml"), "local").stages[0].run_config.planned
+    assert local.instance == "this machine"

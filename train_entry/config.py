@@ -406,6 +406,17 @@ class DistributedConfig(DistributionSettings):
         return self.strategy == "fsdp"
 
 
+class PlannedResources(StrictModel):
+    """What cloudft's planner expected of this run (`plan.estimate`), written by cloudft for train_entry's messages:
+    an out-of-memory failure compares what happened with it. Not a setting: nothing in training reads it."""
+
+    peak_memory_gb: Optional[float] = Field(
+        None, ge=0, le=1e6, description="Estimated peak memory per device (GiB) of the most demanding stage.")
+    device_memory_gb: Optional[float] = Field(
+        None, ge=0, le=1e6, description="Memory of one accelerator on the chosen instance (GiB), when known.")
+    instance: Optional[Text] = Field(None, max_length=100, description="The chosen instance type, or 'this machine'.")
+
+
 class OutputsConfig(StrictModel):
     """Directories train_entry writes to. Empty means: resolve from the container layout."""
 
@@ -436,6 +447,7 @@ class RunConfig(StrictModel):
     export: ExportConfig = Field(default_factory=ExportConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    planned: PlannedResources = Field(default_factory=PlannedResources)
     reward_model: Optional[Text] = Field(None, description="rl: path of the reward model (previous stage).")
     dataset_versions: dict[str, str] = Field(default_factory=dict)
     env_secrets: list[str] = Field(

@@ -48,6 +48,18 @@ def _write(line: str) -> None:
         write_to_log(_log_file, line)
 
 
+def parse_event(line: str) -> Optional[dict[str, Any]]:
+    """The event carried by a log line (also with a prefix before it, as log streams add), or None."""
+    idx = line.find(PREFIX)
+    if idx < 0:
+        return None
+    try:
+        event = json.loads(line[idx + len(PREFIX):])
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
 def emit(event: str, **fields: Any) -> None:
     """Print one event line (rank 0 only is the caller's job)."""
     _write(PREFIX + json.dumps({"event": event, **fields}, default=str) + "\n")

@@ -148,7 +148,8 @@ def _oom_failure(exc: BaseException, cfg, where: str, precision: Optional[str]) 
                 f"gradient_accumulation_steps={t.gradient_accumulation_steps}, "
                 f"gradient_checkpointing={str(t.gradient_checkpointing).lower()}, peft.type={peft}, "
                 f"precision={precision or t.precision}")
-    cause = f"this run's settings need more {device} memory than there is ({settings}{_memory_facts(gpu)})"
+    cause = (f"this run's settings need more {device} memory than there is ({settings}{_memory_facts(gpu)})"
+             f"{_planned_memory(cfg)}")
     fits = []
     if t.per_device_batch_size > 1:
         fits.append(f"training.per_device_batch_size: {t.per_device_batch_size // 2} with "
@@ -163,6 +164,16 @@ def _oom_failure(exc: BaseException, cfg, where: str, precision: Optional[str]) 
         fits.append("peft.type: qlora (4-bit base weights)")
     fits.append("or a larger instance (`cloudft plan SPEC` shows the memory estimate per instance)")
     return Failure("out_of_memory", what, cause, "; ".join(fits), EXIT_OUT_OF_MEMORY)
+
+
+def _planned_memory(cfg) -> str:
+    """What cloudft's plan expected (the run config's `planned` section), to set beside what happened."""
+    planned = getattr(cfg, "planned", None)
+    if planned is None or planned.peak_memory_gb is None:
+        return ""
+    where = f" on {planned.instance}" if planned.instance else ""
+    device = f" ({planned.device_memory_gb:.1f} GiB per GPU)" if planned.device_memory_gb else ""
+    return f"; cloudft's plan estimated a peak of {planned.peak_memory_gb:.1f} GiB per device{where}{device}"
 
 
 def _memory_facts(gpu: bool) -> str:

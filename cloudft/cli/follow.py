@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Optional
 
-from train_entry.events import LOG_PREFIX
-from train_entry.events import PREFIX as EVENT_PREFIX  # one definition of the log-event format
+from train_entry.events import LOG_PREFIX, parse_event
 
 from .output import console
 
 ERROR_PREFIX = LOG_PREFIX + "error:"  # train_entry's located failure message (failures.report)
-
-
-def parse_event(line: str) -> Optional[dict[str, Any]]:
-    """The event carried by a log line, or None for an ordinary line."""
-    idx = line.find(EVENT_PREFIX)
-    if idx < 0:
-        return None
-    try:
-        return json.loads(line[idx + len(EVENT_PREFIX):])
-    except json.JSONDecodeError:
-        return None
 
 
 def _rate(event: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from ..handles import LocalHandle
 from ..registry import Registry
 
 from train_entry.cli import EXIT_INTERRUPTED  # exit code after a SIGTERM checkpoint
-from train_entry.events import PREFIX  # the one definition of the event-line prefix (cloudft/cli/follow.py reads it)
+from train_entry.events import PREFIX, parse_event  # the one definition of the event format
 
 
 def _command(run_json: Path, nproc: int) -> list[str]:
@@ -29,6 +29,23 @@ def _command(run_json: Path, nproc: int) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                 "-m", "train_entry", "--config", str(run_json)]
     return [sys.executable, "-m", "train_entry", "--config", str(run_json)]
+
+
+def stage_failure(log: Path, offset: int) -> dict[str, str]:
+    """What train_entry said of its failure (its `failed` event) in `log` after byte `offset`, for the registry:
+    `failure` (the located message) and `failure_kind`; empty when it said nothing (killed, crashed early)."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return {}
+    for line in reversed(text.splitlines()):
+        event = parse_event(line)
+        if event and event.get("event") == "failed":
+            message = f"{event.get('what', '')}: {event.get('cause', '')}. Fix: {event.get('fix', '')}"
+            return {"failure": message[:2000], "failure_kind": str(event.get("kind", "error"))}
+    return {}
 
 
 def main(run_dir: str, run_id: str) -> int:
@@ -48,6 +65,8 @@ def main(run_dir: str, run_id: str) -> int:
     signal.signal(signal.SIGINT, on_term)
 
     code = 0
+    failure: dict[str, str] = {}
+    log = Path(run_dir) / "log.txt"  # the runner's stdout, and so every stage's (LocalProvider.submit)
     for i, stage in enumerate(stages):
         run_json = Path(run_dir) / stage / "run.json"
         cfg = json.loads(run_json.read_text())
@@ -57,18 +76,21 @@ def main(run_dir: str, run_id: str) -> int:
             continue
         reg.update(run_id, status="running", meta={"current_stage": stage})
         print(PREFIX + json.dumps({'event': 'stage_start', 'stage': i, 'name': stage}), flush=True)
+        offset = log.stat().st_size if log.exists() else 0
         nproc = int(cfg.get("distributed", {}).get("nproc_per_node", 1))
         child["p"] = subprocess.Popen(_command(run_json, nproc), stdin=subprocess.DEVNULL,
                                       env=dict(os.environ, PYTHONUNBUFFERED="1"))
         code = child["p"].wait()
         print(PREFIX + json.dumps({'event': 'stage_end', 'stage': i, 'exit_code': code}), flush=True)
         if code != 0 or stopping["flag"]:
+            if code not in (0, EXIT_INTERRUPTED) and not stopping["flag"]:
+                failure = stage_failure(log, offset)
             break
     if stopping["flag"] or code == EXIT_INTERRUPTED:
         status = "stopped"
     else:
         status = "completed" if code == 0 else "failed"
-    reg.update(run_id, status=status, exit_code=code, meta={"finished": time.time()})
+    reg.update(run_id, status=status, exit_code=code, meta={"finished": time.time(), **failure})
     return 0 if status == "completed" else code or 1
 
 
