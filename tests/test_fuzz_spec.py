@@ -297,6 +297,20 @@ def _lsh(threshold: float) -> None:
 
 
 @lru_cache(maxsize=None)
+def _config_only_model() -> str:
+    """A folder with a Llama config and no weights: FSDP's arguments name the model's decoder-layer class, read from
+    its config, and the fuzzed specs name a hub id that cannot be fetched here."""
+    import tempfile
+
+    from transformers import LlamaConfig
+
+    folder = tempfile.mkdtemp(prefix="cloudft-fuzz-model-")
+    LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=1, vocab_size=64).save_pretrained(folder)
+    return folder
+
+
+@lru_cache(maxsize=None)
 def _libraries_accept(run_config_json: str) -> None:
     """What train_entry builds from the run config before loading a model must accept its values."""
     import numpy as np
@@ -308,11 +322,17 @@ def _libraries_accept(run_config_json: str) -> None:
     from train_entry.runtime import World
 
     rc = RunConfig.model_validate_json(run_config_json)
+    if rc.distributed.sharded:
+        rc = rc.model_copy(update={"base_model": _config_only_model()})
     layout = Layout(output_dir=Path("/nonexistent/out"), checkpoint_dir=Path("/nonexistent/ckpt"),
                     train=Path("/nonexistent/train.jsonl"), validation=None, init_adapter=None, reward_model=None,
                     platform="local")
-    ctx = TrainContext(rc, layout, World(0, 0, 1), "fp32")
-    TrainingArguments(**ctx.training_args())
+    processes = rc.distributed.nnodes * rc.distributed.nproc_per_node  # as the launcher starts them
+    ctx = TrainContext(rc, layout, World(0, 0, processes), "fp32")
+    args = ctx.training_args()
+    if processes > 1:  # the process group the launcher makes does not exist in this one process
+        args.pop("ddp_backend", None)
+    TrainingArguments(**args)
     peft_config(rc.peft, tokenizer_source="org/model")
     np.random.seed(rc.training.seed)
     if rc.data.near_dup_threshold is not None:
@@ -333,6 +353,11 @@ def check(path: str, text: str, stats: Counter) -> None:
     json.dumps(spec.model_dump(mode="json"), allow_nan=False)
     for i in range(len(spec.stage_list())):
         spec.stage_training(i)
+    from cloudft.capabilities import check_capabilities
+
+    if any(f.severity == "error" for f in check_capabilities(spec, "local")):  # `validate` refuses it, located
+        stats["refused by capabilities"] += 1
+        return
     try:
         plan = plan_for(spec)
     except CloudftError:
