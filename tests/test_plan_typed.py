@@ -186,3 +186,14 @@ def test_run_configs_carry_the_plans_memory_estimate_for_failure_messages():
     assert planned.instance == plan.estimate.instance.type and planned.device_memory_gb == 24.0
     local = build_plan(load_spec(REPO / "examples" / "quickstart.yaml"), "local").stages[0].run_config.planned
     assert local.instance == "this machine"
+
+
+def test_an_absurd_but_valid_spec_plans_with_its_absurd_estimate(tmp_path):
+    """The planner's figure is not user input: a valid spec whose estimate is huge still plans (found by fuzzing:
+    a bound on `planned.peak_memory_gb` made build_plan raise a pydantic error)."""
+    spec = tmp_path / "big.yaml"
+    spec.write_text(f"name: big\nbase_model: meta-llama/Llama-3.1-70B\n"
+                    f"data: {{train: {EXAMPLE_DATA / 'quickstart.jsonl'}}}\n"
+                    "training: {per_device_batch_size: 4096, max_length: 131072}\n")
+    plan = build_plan(load_spec(spec), "local")
+    assert plan.stages[0].run_config.planned.peak_memory_gb > 1e6

@@ -410,10 +410,11 @@ class PlannedResources(StrictModel):
     """What cloudft's planner expected of this run (`plan.estimate`), written by cloudft for train_entry's messages:
     an out-of-memory failure compares what happened with it. Not a setting: nothing in training reads it."""
 
+    # no upper bound: the planner's figure for an absurd (yet valid) spec is absurd too, and still worth showing
     peak_memory_gb: Optional[float] = Field(
-        None, ge=0, le=1e6, description="Estimated peak memory per device (GiB) of the most demanding stage.")
+        None, ge=0, description="Estimated peak memory per device (GiB) of the most demanding stage.")
     device_memory_gb: Optional[float] = Field(
-        None, ge=0, le=1e6, description="Memory of one accelerator on the chosen instance (GiB), when known.")
+        None, ge=0, description="Memory of one accelerator on the chosen instance (GiB), when known.")
     instance: Optional[Text] = Field(None, max_length=100, description="The chosen instance type, or 'this machine'.")
 
 
