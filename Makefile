@@ -27,7 +27,7 @@ browser:
 	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 || \
 	    echo "note: could not install chromium; the browser test will be skipped"; }
 
-# Two pytest-xdist workers, one test file each at a time (module fixtures build once): 7 min instead of 11 here.
+# Two pytest-xdist workers, one test file each at a time (module fixtures build once): 7-10 min instead of 11 here.
 # TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: $(STAMP) browser
