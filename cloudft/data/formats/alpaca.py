@@ -43,6 +43,19 @@ def instruction(second: str, answer: str):
     return convert
 
 
+def instruction_format(name: str, second: str, answer: str, *, origin: str, reference: str,
+                       example: dict) -> SourceFormat:
+    """An instruction format whose columns are `instruction`, an optional `second` and `answer` (Axolotl's
+    gpteacher, SageMaker JumpStart's Dolly-style samples): a prompt and a completion, as `instruction` builds."""
+    return SourceFormat(
+        name=name, canonical="prompt_completion", convert=instruction(second, answer),
+        required=("instruction", answer),
+        columns={"instruction": "prompt (first)", second: "prompt (after a blank line, when not empty)",
+                 answer: "completion"},
+        origin=origin, reference=reference, example=example,
+    )
+
+
 _plain_alpaca = instruction("input", "output")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..problems import RecordError
-from .alpaca import instruction
+from .alpaca import instruction_format
 from .base import SourceFormat, optional_text, register, text
 from .preference import conversational
 
@@ -102,12 +102,8 @@ register(
         origin="Axolotl oasst", reference=INST_TUNE,
         example={"INSTRUCTION": "Name a primary colour.", "RESPONSE": "Red."},
     ),
-    SourceFormat(
-        name="axolotl_gpteacher", canonical="prompt_completion", convert=instruction("input", "response"),
-        required=("instruction", "response"),
-        columns={"instruction": "prompt (first)", "input": "prompt (after a blank line, when not empty)",
-                 "response": "completion"},
-        origin="Axolotl gpteacher", reference=INST_TUNE,
+    instruction_format(
+        "axolotl_gpteacher", "input", "response", origin="Axolotl gpteacher", reference=INST_TUNE,
         example={"instruction": "Translate to French.", "input": "cat", "response": "chat"},
     ),
 )

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from .alpaca import instruction
+from .alpaca import instruction_format
 from .base import SourceFormat, register, text
 
 
@@ -31,11 +31,8 @@ register(
         reference="https://github.com/Azure/azureml-assets/tree/main/assets/training/finetune_acft_hf_nlp",
         example={"text": "The meaning of life is", "ground_truth": " being content and living it to the fullest"},
     ),
-    SourceFormat(
-        name="sagemaker_instruction", canonical="prompt_completion", convert=instruction("context", "response"),
-        required=("instruction", "response"),
-        columns={"instruction": "prompt (first)", "context": "prompt (after a blank line, when not empty)",
-                 "response": "completion"},
+    instruction_format(
+        "sagemaker_instruction", "context", "response",
         origin="SageMaker JumpStart instruction tuning (Dolly: instruction, context, response, category)",
         reference="https://docs.aws.amazon.com/sagemaker/latest/dg/"
                   "jumpstart-foundation-models-fine-tuning-instruction-based.html",
