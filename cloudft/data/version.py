@@ -170,11 +170,12 @@ def _source_entry(source: Any) -> dict[str, Any]:
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     """Write manifest.json and the README.md dataset card (atomically)."""
-    _atomic_write(out_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n")
-    _atomic_write(out_dir / "README.md", dataset_card(manifest))
+    atomic_write(out_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n")
+    atomic_write(out_dir / "README.md", dataset_card(manifest))
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` through a temporary file renamed into place: never a partial file."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from ..data.formats import normalise
 from ..data.problems import RecordError
+from ..data.version import atomic_write
 from .agreement import agreement_report, render_report
 from .pairs import write_jsonl
 from .store import Store
@@ -69,19 +70,13 @@ def kto_records(dpo: list[dict]) -> list[dict]:
     return out
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_report(report: dict, out_dir: str | Path) -> Path:
     """agreement.json + agreement.md in `out_dir` (each written atomically); returns the Markdown path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_text(out / "agreement.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(out / "agreement.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     md = out / "agreement.md"
-    _atomic_text(md, render_report(report))
+    atomic_write(md, render_report(report))
     return md
 
 
