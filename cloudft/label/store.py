@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS label_history (
 """
 LABEL_COLUMNS = ("annotator", "pair_id", "choice", "shown", "swapped", "rationale", "seconds", "created", "source")
 _VALUE_COLUMNS = ("choice", "shown", "swapped", "rationale", "seconds", "source")  # what a label says (not when)
+_VALUE_AT = tuple(LABEL_COLUMNS.index(k) for k in _VALUE_COLUMNS)  # where they are in a label row
 _INSERT = (f"INSERT OR REPLACE INTO labels ({', '.join(LABEL_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(LABEL_COLUMNS))})")
 _KEEP_OLD = (f"INSERT INTO label_history ({', '.join(LABEL_COLUMNS)}, replaced) SELECT {', '.join(LABEL_COLUMNS)}, ? "
@@ -304,7 +305,7 @@ class Store:
                        lab.get("created") or now, source)
                 same = c.execute(f"SELECT {', '.join(_VALUE_COLUMNS)} FROM labels WHERE annotator = ? AND "
                                  "pair_id = ?", row[:2]).fetchone()
-                if same is not None and tuple(same) == row[2:7] + row[8:]:
+                if same is not None and tuple(same) == tuple(row[i] for i in _VALUE_AT):
                     continue  # importing the same label again changes nothing
                 c.execute(_KEEP_OLD, (now, row[0], row[1]))
                 c.execute(_INSERT, row)
