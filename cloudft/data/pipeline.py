@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from itertools import chain, compress
+from itertools import chain, compress, islice
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Optional
 
@@ -160,13 +160,9 @@ class Pipeline:
         path = Path(path)
         name = display or str(path)
         if self._blocks_ok(path):
-            head: list[RawItem] = []
             items = iter_raw(path, display=name)
             try:
-                for item in items:
-                    head.append(item)
-                    if len(head) >= DETECT_WINDOW:
-                        break
+                head = list(islice(items, DETECT_WINDOW))
             finally:
                 items.close()
             if self._fix_format(head, name) and (self.form is not None or not _two_forms(self.source_format)):
@@ -334,11 +330,7 @@ class Pipeline:
 
     def _detect(self, items: Iterator[RawItem], name: str) -> Iterator[RawItem]:
         """Fix the source format from the first records (unless the spec sets it); check it fits the method."""
-        head: list[RawItem] = []
-        for item in items:
-            head.append(item)
-            if len(head) >= DETECT_WINDOW:
-                break
+        head = list(islice(items, DETECT_WINDOW))
         self._fix_format(head, name)  # when nothing in the window is readable, run() reports record by record
         return chain(head, items)
 
