@@ -74,19 +74,24 @@ class NearDupIndex:
                 return key
         return None
 
-    def query(self, parts: Sequence[str] | str) -> Optional[Hashable]:
-        """The key of an indexed record alike in every part, else None."""
-        parts = [parts] if isinstance(parts, str) else list(parts)
-        whole = self.signature("\n".join(parts))
-        return self._best(whole, [self.signature(p) for p in parts]) if whole is not None else None
-
-    def check(self, key: Hashable, parts: Sequence[str] | str) -> Optional[Hashable]:
-        """The earlier near-duplicate's key; otherwise index this record and return None."""
+    def _signatures(self, parts: Sequence[str] | str) -> tuple[Optional[Any], list[Optional[Any]]]:
+        """The signature of the whole text (None when it has no shingle) and of each part."""
         parts = [parts] if isinstance(parts, str) else list(parts)
         whole = self.signature("\n".join(parts))
         if whole is None:
+            return None, []
+        return whole, ([self.signature(p) for p in parts] if len(parts) > 1 else [whole])
+
+    def query(self, parts: Sequence[str] | str) -> Optional[Hashable]:
+        """The key of an indexed record alike in every part, else None."""
+        whole, sigs = self._signatures(parts)
+        return self._best(whole, sigs) if whole is not None else None
+
+    def check(self, key: Hashable, parts: Sequence[str] | str) -> Optional[Hashable]:
+        """The earlier near-duplicate's key; otherwise index this record and return None."""
+        whole, sigs = self._signatures(parts)
+        if whole is None:
             return None
-        sigs = [self.signature(p) for p in parts] if len(parts) > 1 else [whole]
         found = self._best(whole, sigs)
         if found is None:
             from datasketch import LeanMinHash
