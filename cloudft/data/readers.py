@@ -112,8 +112,6 @@ def open_binary(path: Path, name: Optional[str] = None) -> IO[bytes]:
     return _GuardedGzip(path, name or str(path)) if _is_gzip(path) else open(path, "rb")
 
 
-
-
 def file_kind(path: Path, name: Optional[str] = None) -> str:
     """'jsonl', 'json' (an array), 'csv', 'tsv' or 'parquet', from the suffix (under .gz) or the first byte."""
     suffixes = [s.lower() for s in path.suffixes]
@@ -197,12 +195,7 @@ def duplicate_key(raw: bytes, obj: Any) -> Optional[str]:
 
     def hook(pairs: list) -> dict:
         if not found:
-            seen = set()
-            for k, _ in pairs:
-                if k in seen:
-                    found.append(k)
-                    break
-                seen.add(k)
+            found.extend(_repeated_key(pairs))
         return dict(pairs)
 
     try:
@@ -229,13 +222,25 @@ def parse_line(raw: bytes, name: str, lineno: int) -> tuple[Any, Optional[DataPr
         return None, DataProblem(name, lineno, "", "invalid_json", f"unreadable JSON value: {str(exc)[:120]}")
 
 
+def _repeated_key(pairs: list) -> list[str]:
+    """[the first key given twice] among an object's (key, value) pairs, else []."""
+    seen: set = set()
+    for k, _ in pairs:
+        if k in seen:
+            return [k]
+        seen.add(k)
+    return []
+
+
+def _duplicate_key_problem(name: str, lineno: int, key: str) -> DataProblem:
+    return DataProblem(name, lineno, key, "duplicate_key",
+                       f"key '{key}' appears twice in one object (JSON would keep only the last value)")
+
+
 def duplicate_problem(raw: bytes, obj: Any, name: str, lineno: int) -> Optional[DataProblem]:
     """The problem for a record with a repeated key, else None."""
     dup = duplicate_key(raw, obj)
-    if dup is None:
-        return None
-    return DataProblem(name, lineno, dup, "duplicate_key",
-                       f"key '{dup}' appears twice in one object (JSON would keep only the last value)")
+    return None if dup is None else _duplicate_key_problem(name, lineno, dup)
 
 
 def read_record(raw: bytes, name: str, lineno: int) -> tuple[Any, Optional[DataProblem]]:
@@ -311,9 +316,8 @@ def _iter_json_array(path: Path, name: str, warn: Warn) -> Iterator[RawItem]:
     repeated: list[str] = []
 
     def pairs(items: list) -> dict:
-        keys = [k for k, _ in items]
-        if not repeated and len(set(keys)) != len(keys):
-            repeated.append(next(k for i, k in enumerate(keys) if k in keys[:i]))
+        if not repeated:
+            repeated.extend(_repeated_key(items))
         return dict(items)
 
     decoder = json.JSONDecoder(object_pairs_hook=pairs)
@@ -352,9 +356,7 @@ def _iter_json_array(path: Path, name: str, warn: Warn) -> Iterator[RawItem]:
             return
         raw = text[pos:end] if end - pos <= MAX_RAW_CHARS else clip(text[pos:end])
         if repeated:
-            yield RawItem(line, raw=raw, problem=DataProblem(
-                name, line, repeated[0], "duplicate_key",
-                f"key '{repeated[0]}' appears twice in one object (JSON would keep only the last value)"))
+            yield RawItem(line, raw=raw, problem=_duplicate_key_problem(name, line, repeated[0]))
             repeated.clear()
         else:
             yield RawItem(line, obj=obj, raw=raw)
