@@ -191,13 +191,7 @@ def duplicate_key(raw: bytes, obj: Any) -> Optional[str]:
     counts leave it open)."""
     if type(obj) is not dict or no_repeated_key(raw, count_keys(obj)):
         return None
-    found: list[str] = []
-
-    def hook(pairs: list) -> dict:
-        if not found:
-            found.extend(_repeated_key(pairs))
-        return dict(pairs)
-
+    hook, found = _repeat_recorder()
     try:
         json.loads(raw, object_pairs_hook=hook)
     except (ValueError, RecursionError):
@@ -230,6 +224,19 @@ def _repeated_key(pairs: list) -> list[str]:
             return [k]
         seen.add(k)
     return []
+
+
+def _repeat_recorder() -> tuple[Callable[[list], dict], list[str]]:
+    """An `object_pairs_hook` that builds objects as json does, and the list where it records the first key
+    given twice in any object (clear it to look again)."""
+    found: list[str] = []
+
+    def hook(pairs: list) -> dict:
+        if not found:
+            found.extend(_repeated_key(pairs))
+        return dict(pairs)
+
+    return hook, found
 
 
 def _duplicate_key_problem(name: str, lineno: int, key: str) -> DataProblem:
@@ -313,13 +320,7 @@ def _iter_json_array(path: Path, name: str, warn: Warn) -> Iterator[RawItem]:
         return
     if _cr_only(data[: 1 << 16]):  # a bare CR is JSON whitespace, and cannot stand inside a JSON string
         text = text.replace("\r", "\n")
-    repeated: list[str] = []
-
-    def pairs(items: list) -> dict:
-        if not repeated:
-            repeated.extend(_repeated_key(items))
-        return dict(items)
-
+    pairs, repeated = _repeat_recorder()
     decoder = json.JSONDecoder(object_pairs_hook=pairs)
     pos = text.index("[") + 1
     line, counted = 1, 0
