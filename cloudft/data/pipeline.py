@@ -232,7 +232,8 @@ class Pipeline:
                 args = (str(path), r[0], r[1], ctx if r[0] == 0 else replace(ctx, first=False))
                 queue.append((r, pool.apply_async(blocks._work, (args,))))
 
-        with mpc.Pool(workers, initializer=blocks.worker_init) as pool:  # at most 2 blocks per worker in flight: memory stays bounded
+        # at most 2 blocks per worker in flight: memory stays bounded
+        with mpc.Pool(workers, initializer=blocks.worker_init) as pool:
             for _ in range(2 * workers):
                 submit()
             while queue:

@@ -29,8 +29,8 @@ from .mapping import check_columns, make_mapper, source_field
 __all__ = ["CANONICAL", "REGISTRY", "SourceFormat", "RecordError", "Detection", "METHOD_KINDS",
            "SOURCE_TO_CANONICAL", "check_chars", "check_columns", "check_turn_order",
            "has_tool_content", "looks_like_target", "make_mapper", "normalise", "prompt_key", "rank",
-           "record_parts", "record_text", "render_mapping", "shape_error", "source_field", "split_hh_dialog", "suggest_mapping",
-           "unused_report", "all_keys", "check_form", "form_of", "note_unused"]
+           "record_parts", "record_text", "render_mapping", "shape_error", "source_field", "split_hh_dialog",
+           "suggest_mapping", "unused_report", "all_keys", "check_form", "form_of", "note_unused"]
 
 SOURCE_TO_CANONICAL = {name: fmt.canonical for name, fmt in REGISTRY.items()}
 METHOD_KINDS: dict[str, tuple[str, ...]] = {
