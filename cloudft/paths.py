@@ -34,6 +34,13 @@ def templates_dir() -> Path:
     return Path(sys.prefix) / "share" / "cloudft" / "templates"
 
 
+def train_entry_dir() -> Path:
+    """The train_entry package shipped with this cloudft (the code and Dockerfile every provider ships)."""
+    import train_entry.config  # light (pydantic); the package may resolve as a namespace path in editable installs
+
+    return Path(train_entry.config.__file__).resolve().parent
+
+
 def template(*parts: str) -> Path:
     """A file under `templates/` (guidelines, task templates, launchers, scoring scripts, Lambda code)."""
     from .errors import CloudftError

@@ -29,7 +29,10 @@ def _load(spec_path: str, provider: Optional[str] = None, stack: Optional[str] =
     prov = get_provider(provider) if provider else None
     if prov is not None:
         prov.stack = stack
-        prov.validate_section(spec) if section_only else prov.validate(spec)
+        if section_only:
+            prov.validate_section(spec)
+        else:
+            prov.validate(spec)
     return spec, prov
 
 
@@ -239,11 +242,8 @@ def _print_outcome(rec) -> None:
             if isinstance(metrics.get("note"), str) and metrics["note"] not in notes:
                 notes.append(metrics["note"])
     out.print(f"  log:        {run_dir / 'log.txt'}")
-    if notes:
-        from rich.markup import escape
-
-        for note in notes:
-            out.print(f"[yellow]note:[/] {escape(note)}")
+    for note in notes:
+        out.print(f"[yellow]note:[/] {escape(note)}")
     _resume_hint(rec)
 
 

@@ -21,7 +21,7 @@ from .output import console, print_json
 SHOWN_PROBLEMS = 20
 
 
-def _columns(value: Optional[str]) -> Optional[dict[str, Any]]:
+def parse_columns(value: Optional[str]) -> Optional[dict[str, Any]]:
     """'prompt=question,chosen=response_j' or a JSON object → {format name: column, template or label value}."""
     if not value:
         return None
@@ -88,7 +88,7 @@ def _file_options(fmt: str, columns: Optional[str], method: str, tokenizer_dir: 
     if max_length and counter is None:
         note += f" (only records over {max_length} x 64 characters are rejected as too long)"
     ignore = tuple(c.strip() for c in (ignore_columns or "").split(",") if c.strip())
-    return Options(format=fmt, columns=_columns(columns), method=method, max_length=max_length, counter=counter,
+    return Options(format=fmt, columns=parse_columns(columns), method=method, max_length=max_length, counter=counter,
                    tokenizer_note=note, ignore=ignore, **extra)
 
 

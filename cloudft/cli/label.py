@@ -280,12 +280,12 @@ def import_cmd(labels_path: str, db: str, pairs_path: Optional[str], columns: Op
     B = b, model_b, 2, right; tie = tie, tie (bothbad), both_bad, equal, draw; skip = skip, unsure, empty."""
     from ..label.importing import Codes, read_labels
     from ..label.store import Store
-    from .data import _columns
+    from .data import parse_columns
 
     base = Codes()
     codes = Codes(a=_codes(a_codes, base.a), b=_codes(b_codes, base.b), tie=_codes(tie_codes, base.tie),
                   skip=_codes(skip_codes, base.skip))
-    cols = _columns(columns)
+    cols = parse_columns(columns)
     if cols and any(not isinstance(v, str) for v in cols.values()):
         raise CloudftError("--columns: give column names as text")
     pairs, labels, summary = read_labels(labels_path, columns=cols, codes=codes, pairs_path=pairs_path)

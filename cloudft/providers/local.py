@@ -251,7 +251,6 @@ class LocalProvider(Provider):
                                         f"{report.detail})")
 
 
-
 def _is_runner(run: RunRecord) -> bool:
     """True while the process recorded for `run` is alive and is the run's runner: the identity recorded at submit
     (records from before that: a local_runner command line for this run id)."""

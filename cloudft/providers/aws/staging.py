@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from ...paths import templates_dir
+from ...paths import templates_dir, train_entry_dir
 
 if TYPE_CHECKING:
     from train_entry.config import RunConfig
@@ -47,13 +47,6 @@ def upload_if_missing(s3_client, local: Path, uri: str, kms_key: Optional[str] =
     extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key} if kms_key else None
     s3_client.upload_file(str(local), bucket, key, ExtraArgs=extra, Config=config)
     return True
-
-
-def train_entry_dir() -> Path:
-    """The train_entry package shipped with this cloudft."""
-    import train_entry.config  # the package may resolve as a namespace path in editable installs
-
-    return Path(train_entry.config.__file__).resolve().parent
 
 
 def stage_source_dir(dest: Path, run_config: "RunConfig", wheelhouse: Optional[Path] = None,

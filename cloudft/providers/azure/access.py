@@ -20,7 +20,6 @@ SCOPES: dict[str, str] = {
 }
 
 DOC = "https://learn.microsoft.com/azure/machine-learning"
-SRC_ROLES_IDS = "https://learn.microsoft.com/azure/role-based-access-control/built-in-roles"
 SRC_SERVERLESS = f"{DOC}/how-to-use-serverless-compute (Identity support: no system-assigned identity)"
 SRC_CLUSTER = (f"{DOC}/how-to-identity-based-service-authentication (Compute cluster: one system-assigned or "
                "several user-assigned identities; the default identity mounts storage and pulls images)")
@@ -44,6 +43,7 @@ class Role:
     id: str
 
 
+#: Definition ids from https://learn.microsoft.com/azure/role-based-access-control/built-in-roles
 ROLES: dict[str, Role] = {r.name: r for r in (
     Role("AcrPull", "7f951dda-4ed3-4680-a7ca-43fe172d538d"),
     Role("Storage Blob Data Contributor", "ba92f5b4-2d11-453d-a403-e96b0029c9fe"),
@@ -118,6 +118,7 @@ ACTORS: tuple[Actor, ...] = (TRAINING, ENDPOINT, CLI_USER)
 
 
 def actor(name: str) -> Actor:
+    """The actor called `name` (one of ACTORS)."""
     return next(a for a in ACTORS if a.name == name)
 
 

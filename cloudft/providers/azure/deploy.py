@@ -126,7 +126,8 @@ def serve_entities(run: "RunRecord", section: AzureSection, endpoint: str, insta
     env_vars = {"CLOUDFT_BASE_MODEL": handle.base_model,  # score.py refuses requests over the spec's limits
                 "CLOUDFT_MAX_NEW_TOKENS": str(handle.serve.max_new_tokens),
                 "CLOUDFT_MAX_PROMPT_TOKENS": str(handle.serve.prompt_cap)}
-    # names only: the scoring script fetches values from Key Vault, as the endpoint's identity (not the job's)
+    # names only: the scoring script fetches values from Key Vault, as the endpoint's identity (not the job's);
+    # handles recorded before identity_env held the job's AZURE_CLIENT_ID in secret_env: never pass that one on
     env_vars.update({k: v for k, v in handle.secret_env.items() if k != "AZURE_CLIENT_ID"})
     if ident is not None and section.endpoint_identity_client_id:
         env_vars["AZURE_CLIENT_ID"] = section.endpoint_identity_client_id

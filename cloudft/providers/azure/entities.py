@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Optional
 from train_entry.config import is_remote
 
 from ...errors import CloudftError
-from ...paths import templates_dir
-from .runtime import torch_requirements, train_entry_dir
+from ...paths import templates_dir, train_entry_dir
+from .runtime import torch_requirements
 from .section import AzureSection
 
 if TYPE_CHECKING:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
+from ...errors import CloudftError
 from ...preflight import Finding, rule
 from . import access
 from .entities import identity_kind
@@ -138,7 +139,6 @@ def low_priority(v: AzureView) -> Iterator[Finding]:
 @rule("azure.vm-size", SRC_VM_SIZES)
 def vm_size(v: AzureView) -> Iterator[Finding]:
     from ...planner.catalog import find_instance, region_offers
-    from ...errors import CloudftError
 
     planned = v.plan.estimate.instance.type
     if v.stack_cluster() and v.stack.get("compute_vm_size") and planned and \
@@ -209,7 +209,6 @@ def endpoint_sku(v: AzureView) -> Iterator[Finding]:
 
 def endpoint_findings(sku: str, base_model: str, base_dir: Any = None, tokens: int = SERVING_TOKENS) -> list[Finding]:
     """Can a managed online endpoint of `sku` serve `base_model` the way score.py does (whole model, one GPU)?"""
-    from ...errors import CloudftError
     from ...planner.arch import resolve_arch
     from ...planner.catalog import find_instance
     from ...planner.memory import estimate_serving_memory

@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from pathlib import Path
 from typing import Optional
 
 from ...errors import CloudftError
+from ...paths import train_entry_dir
 
 TORCH_INDEX = "https://download.pytorch.org/whl"
 #: CUDA builds published for the pinned torch (pytorch.org "previous versions": 2.7.1 for cu118, cu126, cu128).
 TORCH_CUDA_BUILDS = ("11.8", "12.6", "12.8")
 _FROM = re.compile(r"^FROM\s+pytorch/pytorch:(?P<torch>\d+\.\d+\.\d+)-cuda(?P<cuda>\d+\.\d+)-", re.M)
 _IMAGE_CUDA = re.compile(r"cuda(\d+)\.(\d+)")
-
-
-def train_entry_dir() -> Path:
-    import train_entry.config  # light: pydantic only
-
-    return Path(train_entry.config.__file__).resolve().parent
 
 
 @lru_cache(maxsize=1)

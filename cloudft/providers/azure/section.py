@@ -13,6 +13,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from train_entry.config import StrictModel
 
+from ...errors import CloudftError
+
 #: Public GPU base image with CUDA 12.6 + OpenMPI (Azure/AzureML-Containers); train_entry's pip requirements and a
 #: torch built for the same CUDA (cloudft.providers.azure.runtime) are added on top.
 DEFAULT_TRAIN_IMAGE = "mcr.microsoft.com/azureml/openmpi5.0-cuda12.6-ubuntu24.04:latest"
@@ -140,12 +142,10 @@ def merge_stack(raw: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
 
 def section_with_stack(raw: dict[str, Any], outputs: dict[str, Any], source: str) -> AzureSection:
     """The section with stack outputs filled in; a stack output that breaks a rule is named (no traceback)."""
-    from ...errors import CloudftError
-
     try:
         return AzureSection.model_validate(merge_stack(raw, outputs))
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
         raise CloudftError(f"azure: stack output {key} from {source} is invalid: {first['msg']}",
-                           hint="fix the stack (or set azure.%s in the spec, which wins)" % key) from None
+                           hint=f"fix the stack (or set azure.{key} in the spec, which wins)") from None
