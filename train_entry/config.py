@@ -383,8 +383,8 @@ class DistributionSettings(StrictModel):
                                "Final weights are always gathered on rank 0 and saved as a from_pretrained folder.")
 
 
-#: What every field of `distributed:` but `strategy` means for a run that does not shard (for error messages).
-FSDP_ONLY_FIELDS = ("sharding", "cpu_offload", "checkpoints")
+#: Every field of `distributed:` but `strategy`: settings only a sharded (FSDP) run uses.
+FSDP_ONLY_FIELDS = tuple(name for name in DistributionSettings.model_fields if name != "strategy")
 
 
 class DistributedConfig(DistributionSettings):
@@ -403,6 +403,7 @@ class DistributedConfig(DistributionSettings):
 
     @property
     def sharded(self) -> bool:
+        """The run shards the model (FSDP): the one place this rule lives."""
         return self.strategy == "fsdp"
 
 
