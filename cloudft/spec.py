@@ -119,7 +119,8 @@ class JobSpec(StrictModel):
     base_model: Text = Field(..., description="Hugging Face hub id or a local directory.")
     method: Method = Field(Method.sft, description="Training method for single-stage specs.")
     stages: Optional[list[Union[Method, StageSpec]]] = Field(
-        None, description="Multi-stage: e.g. [sft, dpo]; each stage starts from the previous stage's output (its adapter, or its full weights with peft.type: none)."
+        None, description="Multi-stage: e.g. [sft, dpo]; each stage starts from the previous stage's output (its "
+                          "adapter, or its full weights with peft.type: none)."
     )
     peft: PeftConfig = Field(default_factory=PeftConfig)
     data: DataConfig

@@ -313,7 +313,8 @@ class TrainingConfig(StrictModel):
     optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd"] = "adamw_torch"
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed (numpy takes 0..2^32-1).")
     logging_steps: int = Field(1, ge=1, le=MAX_STEPS)
-    save_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Checkpoint every N steps (0: derived from the run length).")
+    save_steps: int = Field(0, ge=0, le=MAX_STEPS,
+                            description="Checkpoint every N steps (0: derived from the run length).")
     save_minutes: float = Field(0.0, ge=0, le=28 * 24 * 60, description="Also checkpoint every M minutes (0: off).")
     save_total_limit: int = Field(2, ge=1, le=10_000)
     eval_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Evaluate every N steps (0: at the end only).")
