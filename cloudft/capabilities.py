@@ -112,7 +112,8 @@ def check_capabilities(spec: "JobSpec", provider: str) -> list[Finding]:
     for name, ref in spec.secrets.items():
         if not ref.startswith(caps.secret_refs):
             refuse(("secrets", name), "secret_refs",
-                   f"secret {name} ('{ref.split(':', 1)[0]}:' reference) is not resolved by the {provider} provider", f"use {' or '.join(_REF_FORM.get(p, p + '...') for p in caps.secret_refs)} for {name}")
+                   f"secret {name} ('{ref.split(':', 1)[0]}:' reference) is not resolved by the {provider} provider",
+                   f"use {' or '.join(_REF_FORM.get(p, p + '...') for p in caps.secret_refs)} for {name}")
     for i, stage in enumerate(spec.stage_list()):
         data = stage.data or spec.data
         base = ("stages", i, "data") if stage.data else ("data",)

@@ -32,6 +32,7 @@ from train_entry.config import (
     TrainingConfig,
 )
 
+from .capabilities import CAPABILITIES
 from .errors import Problem, SpecError
 from .yamlio import LocatedDoc, load_file, load_text
 
@@ -118,7 +119,8 @@ class JobSpec(StrictModel):
     base_model: Text = Field(..., description="Hugging Face hub id or a local directory.")
     method: Method = Field(Method.sft, description="Training method for single-stage specs.")
     stages: Optional[list[Union[Method, StageSpec]]] = Field(
-        None, description="Multi-stage: e.g. [sft, dpo]; each stage starts from the previous stage's output (its adapter, or its full weights with peft.type: none)."
+        None, description="Multi-stage: e.g. [sft, dpo]; each stage starts from the previous stage's output (its "
+                          "adapter, or its full weights with peft.type: none)."
     )
     peft: PeftConfig = Field(default_factory=PeftConfig)
     data: DataConfig
@@ -249,9 +251,9 @@ RESERVED_ENV_PREFIXES = ("CLOUDFT_", "SM_", "AZUREML_", "TORCHELASTIC_", "NCCL_"
 
 #: Secrets Manager secret names: "ASCII letters, numbers, and /_+=.@-" (CreateSecret API reference).
 _SM_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
-#: Reference kinds, each with the one check of its form (shared with the job's launcher where it has one).
-SECRET_REFS = ("env:", "secretsmanager:", "arn:aws:secretsmanager:", "arn:aws-cn:secretsmanager:",
-               "arn:aws-us-gov:secretsmanager:", "keyvault:")
+#: Reference kinds: every prefix some provider resolves (capabilities.py), each with the one check of its form
+#: (`_check_reference`, shared with the job's launcher where it has one).
+SECRET_REFS = tuple(dict.fromkeys(ref for caps in CAPABILITIES.values() for ref in caps.secret_refs))
 
 
 def _check_reference(kind: str, ref: str) -> None:
@@ -343,7 +345,7 @@ def _choice_problem(err: dict) -> tuple[str, str]:
     expected = err.get("ctx", {}).get("expected", "")
     choices = _choices(expected)
     bad = err.get("input")
-    shown = repr(bad) if isinstance(bad, str) else str(bad).lower() if isinstance(bad, bool) else repr(bad)
+    shown = str(bad).lower() if isinstance(bad, bool) else repr(bad)  # YAML's true/false, not Python's
     guess = difflib.get_close_matches(str(bad).lower(), choices, n=1, cutoff=0.5) if isinstance(bad, (str, int)) \
         else []
     fix = f"did you mean '{guess[0]}'? (one of {expected})" if guess else f"use one of {expected}"

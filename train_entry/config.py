@@ -313,7 +313,8 @@ class TrainingConfig(StrictModel):
     optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd"] = "adamw_torch"
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed (numpy takes 0..2^32-1).")
     logging_steps: int = Field(1, ge=1, le=MAX_STEPS)
-    save_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Checkpoint every N steps (0: derived from the run length).")
+    save_steps: int = Field(0, ge=0, le=MAX_STEPS,
+                            description="Checkpoint every N steps (0: derived from the run length).")
     save_minutes: float = Field(0.0, ge=0, le=28 * 24 * 60, description="Also checkpoint every M minutes (0: off).")
     save_total_limit: int = Field(2, ge=1, le=10_000)
     eval_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Evaluate every N steps (0: at the end only).")
@@ -383,8 +384,8 @@ class DistributionSettings(StrictModel):
                                "Final weights are always gathered on rank 0 and saved as a from_pretrained folder.")
 
 
-#: What every field of `distributed:` but `strategy` means for a run that does not shard (for error messages).
-FSDP_ONLY_FIELDS = ("sharding", "cpu_offload", "checkpoints")
+#: Every field of `distributed:` but `strategy`: settings only a sharded (FSDP) run uses.
+FSDP_ONLY_FIELDS = tuple(name for name in DistributionSettings.model_fields if name != "strategy")
 
 
 class DistributedConfig(DistributionSettings):
@@ -403,6 +404,7 @@ class DistributedConfig(DistributionSettings):
 
     @property
     def sharded(self) -> bool:
+        """The run shards the model (FSDP): the one place this rule lives."""
         return self.strategy == "fsdp"
 
 

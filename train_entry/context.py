@@ -13,8 +13,7 @@ from .config import RunConfig
 from .events import log
 from .layout import Layout
 from .runtime import World
-from .sharding import (ShardReport, check_world, decoder_layer_classes, describe_fsdp, fsdp_arguments,
-                       is_sharded)
+from .sharding import ShardReport, check_world, decoder_layer_classes, describe_fsdp, fsdp_arguments
 
 
 @dataclass
@@ -29,7 +28,7 @@ class TrainContext:
     @property
     def callbacks(self) -> list:
         progress = ProgressCallback(self.layout.output_dir / "train_log.jsonl", self.cfg.stage, self.cfg.method)
-        return [progress, self.policy] + ([ShardReport()] if is_sharded(self.cfg) else [])
+        return [progress, self.policy] + ([ShardReport()] if self.cfg.distributed.sharded else [])
 
     def resume_checkpoint(self) -> str | None:
         """The newest complete checkpoint, the same on every rank."""
@@ -82,7 +81,7 @@ class TrainContext:
             if not torch.cuda.is_available():
                 # CPU data parallel: accelerate only wraps the model in DDP when told it runs on the CPU
                 args.update(ddp_backend="gloo", use_cpu=True)
-        if is_sharded(self.cfg):
+        if self.cfg.distributed.sharded:
             check_world(self.cfg, self.world.world_size)
             args.update(fsdp_arguments(self.cfg, self.world.world_size, decoder_layer_classes(self.model_source)))
             if self.world.is_main:

@@ -127,17 +127,20 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     try:
         with torch.no_grad(), Phase(GENERATE, total=len(prompts), unit="prompts", label=label,
                                     announce=False) as phase:
-            for i in range(0 if not stepwise else len(prompts), len(prompts), batch_size):
-                enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True).to(_device(model))
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)
-                texts.extend(tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
-                phase.advance(enc["input_ids"].shape[0])
-            for prompt in prompts if stepwise else ():
-                ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(_device(model))
-                new = _greedy_by_forward(model, ids, max_new_tokens, tokenizer.eos_token_id)
-                texts.append(tokenizer.decode(new, skip_special_tokens=True))
-                phase.advance(1)
+            if stepwise:  # prompt-learning adapters: one prompt at a time (see _greedy_by_forward)
+                for prompt in prompts:
+                    ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(_device(model))
+                    new = _greedy_by_forward(model, ids, max_new_tokens, tokenizer.eos_token_id)
+                    texts.append(tokenizer.decode(new, skip_special_tokens=True))
+                    phase.advance(1)
+            else:
+                for i in range(0, len(prompts), batch_size):
+                    enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True).to(_device(model))
+                    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                         pad_token_id=tokenizer.pad_token_id)
+                    texts.extend(tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
+                                                        skip_special_tokens=True))
+                    phase.advance(enc["input_ids"].shape[0])
     finally:
         tokenizer.padding_side = side
     return texts

@@ -85,9 +85,7 @@ def load_model(cfg: RunConfig, precision: str, source: str, *, task: str = "caus
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from .sharding import is_sharded
-
-    sharded = is_sharded(cfg)
+    sharded = cfg.distributed.sharded
     kwargs: dict[str, Any] = {"dtype": torch_dtype(precision),
                               "attn_implementation": attention_implementation(cfg.training.attention)}
     quant = quantization_config(cfg.peft, precision, sharded)

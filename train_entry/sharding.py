@@ -36,10 +36,6 @@ from .config import RunConfig
 from .events import emit, log
 
 
-def is_sharded(cfg: RunConfig) -> bool:
-    return cfg.distributed.strategy == "fsdp"
-
-
 class ShardingError(ValueError):
     """A sharded run that cannot be set up as configured (a config error, exit 2): the cause and the fix."""
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from train_entry.config import FSDP_ONLY_FIELDS
+
 from ..errors import CloudftError
 from .result import CostEstimate, Estimate, InstanceChoice, MemoryEstimate
 
@@ -57,7 +59,8 @@ def _choice(c: "Candidate", chosen_by: str, others: Sequence["Candidate"] = ()) 
     inst = c.instance
     return InstanceChoice(
         type=inst.type, count=c.count, gpus=inst.gpus, strategy=c.strategy, distribution=c.distribution,
-        chosen=chosen_by, strategy_reason=c.why, gpu=inst.gpu, gpu_memory_gb=inst.gpu_memory_gb, price_per_hour=inst.on_demand_per_hour,
+        chosen=chosen_by, strategy_reason=c.why, gpu=inst.gpu, gpu_memory_gb=inst.gpu_memory_gb,
+        price_per_hour=inst.on_demand_per_hour,
         spot_price_per_hour=inst.spot_per_hour, prices_as_of=inst.price_date,
         alternatives=tuple({"type": o.instance.type, "gpu": o.instance.gpu, "gpus": o.instance.gpus,
                             "on_demand_usd": _usd(o.on_demand_usd), "spot_usd": _usd(o.spot_usd)} for o in others),
@@ -164,18 +167,14 @@ def estimate_plan(spec: "JobSpec", provider: str, stages: "Sequence[RunConfig]",
     return dataclasses.replace(est, warnings=est.warnings + unused) if unused else est
 
 
-#: `distributed:` fields that only a sharded (FSDP) run uses
-FSDP_ONLY = ("sharding", "cpu_offload", "checkpoints")
-
-
 def _fsdp_settings_unused(spec: "JobSpec", choice: InstanceChoice) -> tuple[str, ...]:
     """A warning when the spec sets FSDP-only fields but the plan runs unsharded (never a silent drop)."""
-    given = sorted(set(spec.distributed.model_fields_set) & set(FSDP_ONLY))
+    given = sorted(set(spec.distributed.model_fields_set) & set(FSDP_ONLY_FIELDS))
     if not given or choice.strategy == "fsdp":
         return ()
+    reason = choice.strategy_reason or "the planner's choice"
     return (f"distributed.{', distributed.'.join(given)} apply to FSDP only, and this plan runs "
-            f"{choice.distribution} ({choice.strategy_reason or 'the planner' + chr(39) + 's choice'}): they are "
-            "not used; set distributed.strategy: fsdp to shard anyway",)
+            f"{choice.distribution} ({reason}): they are not used; set distributed.strategy: fsdp to shard anyway",)
 
 
 def _estimate_local(spec: "JobSpec", provider: str, arch: "Optional[Arch]", stages: "list[RunConfig]",
@@ -192,10 +191,9 @@ def _estimate_local(spec: "JobSpec", provider: str, arch: "Optional[Arch]", stag
     device = (f"this machine ({provider} provider): system RAM (no CUDA GPU, fp32)" if cpu
               else f"this machine ({provider} provider): one {machine.gpus[0].name}")
     offload = spec.distributed.cpu_offload
-    mems = stage_memory(arch, stages, 1, cpu=cpu)
-    if choice.strategy == "fsdp":
-        mems = stage_memory(arch, stages, choice.gpus, cpu=cpu, cpu_offload=offload)
-    elif spec.distributed.strategy == "auto" and choice.gpus > 1 and not cpu:
+    mems = stage_memory(arch, stages, 1, cpu=cpu) if choice.strategy != "fsdp" else \
+        stage_memory(arch, stages, choice.gpus, cpu=cpu, cpu_offload=offload)
+    if choice.strategy != "fsdp" and spec.distributed.strategy == "auto" and choice.gpus > 1 and not cpu:
         usable = machine.gpus[0].memory_gb * 0.92
         peak = max(m["peak_gb_per_device"] for m in mems)
         if peak > usable:
@@ -312,8 +310,6 @@ def _estimate_cloud(spec: "JobSpec", provider: str, arch: "Optional[Arch]", stag
 
 def smaller_hint(arch: "Arch", spec: "JobSpec", stages: "list[RunConfig]", cpu: bool = False) -> str:
     """What would bring the peak down: gradient checkpointing, then QLoRA (per-device, unsharded)."""
-    import dataclasses
-
     from .estimate import setup_for_stage
     from .memory import estimate_memory
 

@@ -10,7 +10,7 @@ from ..context import TrainContext
 from ..events import log
 from ..modeling import attach_adapter, load_model, peft_config
 from ..progress import dataset_maps, with_progress
-from ..sharding import cpu_trainer, is_sharded, save_final
+from ..sharding import cpu_trainer, save_final
 from ..splits import load_split as _load_split
 
 
@@ -35,7 +35,7 @@ def make_trainer(ctx: TrainContext, trainer_cls: type, **kwargs: Any):
     (run by TRL's constructors) report progress events. A sharded run on CPUs gets FSDP there too
     (train_entry/sharding.py says why accelerate needs it)."""
     cls = with_progress(trainer_cls)
-    if is_sharded(ctx.cfg):
+    if ctx.cfg.distributed.sharded:
         cls = cpu_trainer(cls)  # a no-op where accelerate turns FSDP on itself (GPUs)
     with dataset_maps():
         trainer = cls(**kwargs, callbacks=ctx.callbacks)
@@ -82,7 +82,7 @@ def train_and_save(ctx: TrainContext, trainer) -> dict[str, Any]:
     if trainer.eval_dataset is not None:
         metrics.update(trainer.evaluate())
     out = ctx.layout.output_dir
-    if is_sharded(ctx.cfg):
+    if ctx.cfg.distributed.sharded:
         save_final(trainer, out, ctx.precision, full_weights=ctx.cfg.peft.type == "none")
     else:
         trainer.save_model(str(out))
