@@ -20,7 +20,7 @@ from pathlib import Path
 from ..handles import LocalHandle
 from ..registry import Registry
 
-from train_entry.cli import EXIT_INTERRUPTED  # exit code after a SIGTERM checkpoint
+from train_entry.failures import EXIT_INTERRUPTED, Failure  # exit code after a SIGTERM checkpoint; the message
 from train_entry.events import PREFIX, parse_event  # the one definition of the event format
 
 
@@ -43,8 +43,10 @@ def stage_failure(log: Path, offset: int) -> dict[str, str]:
     for line in reversed(text.splitlines()):
         event = parse_event(line)
         if event and event.get("event") == "failed":
-            message = f"{event.get('what', '')}: {event.get('cause', '')}. Fix: {event.get('fix', '')}"
-            return {"failure": message[:2000], "failure_kind": str(event.get("kind", "error"))}
+            kind = str(event.get("kind", "error"))
+            failure = Failure(kind, str(event.get("what", "")), str(event.get("cause", "")),
+                              str(event.get("fix", "")), exit_code=1)  # the registry keeps the real one
+            return {"failure": failure.message[:2000], "failure_kind": kind}
     return {}
 
 
