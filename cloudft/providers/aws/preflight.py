@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from ...errors import CloudftError
 from ...preflight import Finding, rule, run_rules
@@ -98,22 +98,19 @@ def _planned(view: AwsView) -> Iterator[Mapping[str, Any]]:
 
 # -- plan rules ---------------------------------------------------------------------------------------------------
 
-@rule("aws.volume-kms-local-storage", SRC_VOLUME_KMS)
-def _volume_kms(view: AwsView) -> Iterator[Finding]:
-    for req in _planned(view):
-        yield from volume_kms_findings(req)
+def _on_planned_requests(rule_id: str, source: str, check: Callable[[Mapping[str, Any]], Iterable[Finding]]):
+    """A plan rule that applies one request-level check to each stage's planned request."""
+
+    def apply(view: AwsView) -> Iterator[Finding]:
+        for req in _planned(view):
+            yield from check(req)
+
+    return rule(rule_id, source)(apply)
 
 
-@rule("aws.spot-max-wait", SRC_SPOT_WAIT)
-def _spot_wait(view: AwsView) -> Iterator[Finding]:
-    for req in _planned(view):
-        yield from spot_wait_findings(req)
-
-
-@rule("aws.spot-checkpoint", SRC_SPOT_CHECKPOINT)
-def _spot_checkpoint(view: AwsView) -> Iterator[Finding]:
-    for req in _planned(view):
-        yield from spot_checkpoint_findings(req)
+_volume_kms = _on_planned_requests("aws.volume-kms-local-storage", SRC_VOLUME_KMS, volume_kms_findings)
+_spot_wait = _on_planned_requests("aws.spot-max-wait", SRC_SPOT_WAIT, spot_wait_findings)
+_spot_checkpoint = _on_planned_requests("aws.spot-checkpoint", SRC_SPOT_CHECKPOINT, spot_checkpoint_findings)
 
 
 @rule("aws.instance-in-region", SRC_REGION)
