@@ -48,6 +48,11 @@ class RoleCheck:
                                     "of a `cloudft infra` stack (--stack NAME)")
 
 
+def role_name(role_arn: str) -> str:
+    """`arn:aws:iam::ACCOUNT:role/PATH/NAME` → NAME (what iam:GetRole and the role-policy calls take)."""
+    return role_arn.split(":role/", 1)[1].rsplit("/", 1)[-1]
+
+
 def _client_error_code(exc: Exception) -> Optional[str]:
     response = getattr(exc, "response", None)
     return (response or {}).get("Error", {}).get("Code") if isinstance(response, dict) else None
@@ -73,8 +78,7 @@ def check_role(iam, role_arn: str, actor: str, values: Mapping[str, Any], featur
 
     result = RoleCheck(role_arn, actor)
     try:
-        name = role_arn.split(":role/", 1)[1].rsplit("/", 1)[-1]
-        doc = iam.get_role(RoleName=name)["Role"].get("AssumeRolePolicyDocument")
+        doc = iam.get_role(RoleName=role_name(role_arn))["Role"].get("AssumeRolePolicyDocument")
         if doc:
             result.trusted = trusts_service(doc, SERVICE)
         for (resource, context), actions in _groups(requests(actor, values, features)).items():
