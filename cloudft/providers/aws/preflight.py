@@ -24,9 +24,11 @@ SRC_VOLUME_KMS = ("botocore sagemaker service model, ResourceConfig.VolumeKmsKey
                   "VolumeKmsKeyId when using an instance type with local storage\"")
 SRC_SPOT_WAIT = ("botocore sagemaker service model, StoppingCondition.MaxWaitTimeInSeconds: \"It must be equal to or "
                  "greater than MaxRuntimeInSeconds\"")
-SRC_SPOT_CHECKPOINT = ("https://docs.aws.amazon.com/sagemaker/latest/dg/model-managed-spot-training.html: a spot "
-                       "job restarts after an interruption; without CheckpointConfig it restarts from scratch, and "
-                       "jobs that don't checkpoint are capped at MaxWaitTimeInSeconds 3600")
+SRC_SPOT_CHECKPOINT = ("https://docs.aws.amazon.com/sagemaker/latest/dg/model-managed-spot-training.html: \"Unless "
+                       "your training job will complete quickly, we recommend you use checkpointing with managed spot "
+                       "training\" (an interrupted job resumes from CheckpointConfig's S3 copy, else from scratch; "
+                       "the page caps built-in and marketplace algorithms that do not checkpoint at "
+                       "MaxWaitTimeInSeconds 3600)")
 SRC_REGION = ("cloudft/planner/catalog_aws.json (rows priced for its region by the AWS Price List API; "
               "`cloudft catalog refresh --region R` marks types without a price there offered: false)")
 SRC_IMAGE = "sagemaker-core image_uri_config/huggingface.json (training: versions → registries per region)"
