@@ -92,10 +92,10 @@ def check_role(iam, role_arn: str, actor: str, values: Mapping[str, Any], featur
                     if ev.get("EvalDecision") != "allowed":
                         result.missing.append((ev["EvalActionName"], ev.get("EvalResourceName") or resource))
     except Exception as exc:  # noqa: BLE001 - only AccessDenied means "cannot tell"
-        if _client_error_code(exc) not in _DENIED_CODES:
+        code = _client_error_code(exc)
+        if code not in _DENIED_CODES:
             raise
-        message = getattr(exc, "response", {}).get("Error", {}).get("Message", "")
-        result.unverified = f"{_client_error_code(exc)}: {message}"
+        result.unverified = f"{code}: {exc.response['Error'].get('Message', '')}"
         log.warning("could not verify role %s (%s); SageMaker will check it when the job starts",
                     role_arn, result.unverified)
     return result
