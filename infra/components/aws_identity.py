@@ -141,7 +141,4 @@ class SageMakerExecutionRole(pulumi.ComponentResource):
 
     def described(self) -> pulumi.Output[dict[str, Any]]:
         """{arn, trust, policies}: what `--stack` tells cloudft's preflight and dry run about this role."""
-        import json
-
-        return pulumi.Output.all(self.role.arn, self.trust, *self.documents).apply(
-            lambda v: {"arn": v[0], "trust": json.loads(v[1]), "policies": [json.loads(d) for d in v[2:]]})
+        return iam.described(self.role.arn, self.trust, self.documents)

@@ -114,11 +114,8 @@ class LabelingWorkforce(pulumi.ComponentResource):
 
     def consolidation_described(self) -> pulumi.Output[dict]:
         """{arn, trust, policies} of the consolidation Lambda's role (for the permissions checks)."""
-        import json
-
-        return pulumi.Output.all(self._consolidation_role.arn, self._consolidation_role.assume_role_policy,
-                                 self._consolidation_policy).apply(
-            lambda v: {"arn": v[0], "trust": json.loads(v[1]), "policies": [json.loads(v[2])]})
+        return iam.described(self._consolidation_role.arn, self._consolidation_role.assume_role_policy,
+                             [self._consolidation_policy])
 
     def invoke_statements(self) -> list[dict]:
         """Statements the SageMaker (Ground Truth) execution role needs to call the consolidation Lambda."""

@@ -15,11 +15,6 @@ from pulumi_azure_native import (applicationinsights, authorization, containerre
 
 from cloudft.providers.azure.access import ACTORS, ROLES
 
-# The built-in role ids, by name (kept for callers that imported them from here).
-ROLE_ACR_PULL = ROLES["AcrPull"].id
-ROLE_STORAGE_BLOB_DATA_CONTRIBUTOR = ROLES["Storage Blob Data Contributor"].id
-ROLE_KEY_VAULT_SECRETS_USER = ROLES["Key Vault Secrets User"].id
-
 #: Hosts a private (approved-outbound) workspace lets jobs reach: Python packages and Hugging Face models.
 #: learn.microsoft.com/azure/machine-learning/how-to-managed-network ("Access public machine learning packages",
 #: "Use HuggingFace models"); FQDN rules run on an Azure Firewall, which is billed.

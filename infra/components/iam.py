@@ -32,3 +32,11 @@ def service_trust(service: str, account_id: Optional[pulumi.Input[str]] = None) 
     st = statement("Trust", ["sts:AssumeRole"], [], principal={"Service": service}, condition=condition)
     del st["Resource"]
     return document([st])
+
+
+def described(arn: pulumi.Input[str], trust: pulumi.Input[str],
+              documents: Sequence[pulumi.Input[str]]) -> pulumi.Output[dict[str, Any]]:
+    """{arn, trust, policies} of a role (JSON documents parsed): what `--stack` tells cloudft's preflight, dry run
+    and permissions checks about it (the stack's `iam_policies` output)."""
+    return pulumi.Output.all(arn, trust, *documents).apply(
+        lambda v: {"arn": v[0], "trust": json.loads(v[1]), "policies": [json.loads(d) for d in v[2:]]})

@@ -52,7 +52,7 @@ def block() -> str:
     lines = [BEGIN, "", "### Preflight rules", "", *_rules_table(), "",
              "### Minimum IAM policies (the permissions manifest)", "",
              "Generated from `cloudft/providers/aws/permissions.py` with every feature on (drop the statements of "
-             "features you do not use: `kms`, `vpc`, `secrets`, `pipeline`, `labeling`). Sources: "
+             "features you do not use: " + ", ".join(f"`{f}`" for f in ALL_FEATURES) + "). Sources: "
              + "; ".join(f"`{k}`: {v}" for k, v in permissions.SOURCES.items()) + ".", ""]
     for actor in permissions.ACTORS:
         lines += _actor_section(actor)

@@ -145,18 +145,17 @@ class ImageCheck:
 def check_image(transformers_version: str, wheels: Optional[tuple[Wheel, ...]] = None) -> ImageCheck:
     """Compare train_entry's requirements and the wheels' own with the image's packages plus the wheels (by
     default the image's wheelhouse). An image whose packages are not recorded meets nothing."""
-    launcher = launcher_module()
     image = HF_TRAINING_IMAGES[transformers_version]
     wheels = image.wheelhouse if wheels is None else wheels
-    have = {launcher.canonical(k): v for k, v in (image.packages or {}).items()}
-    have.update({launcher.canonical(w.name): f"=={w.version}" for w in wheels})
-    needed = requirements() + [(r, f"{w.name} {w.version}") for w in wheels for r in w.requires]
-    env = image.marker_environment()
-
     if image.packages is None:
         why = "the image's packages are not recorded"
         return ImageCheck(wheels, [(r, why) for r, _ in requirements()],
                           [(r, why) for r, _ in requirements(optional=True)])
+    launcher = launcher_module()
+    have = {launcher.canonical(k): v for k, v in image.packages.items()}
+    have.update({launcher.canonical(w.name): f"=={w.version}" for w in wheels})
+    needed = requirements() + [(r, f"{w.name} {w.version}") for w in wheels for r in w.requires]
+    env = image.marker_environment()
     return ImageCheck(wheels, launcher.unmet(needed, have, env), launcher.unmet(requirements(optional=True), have, env))
 
 

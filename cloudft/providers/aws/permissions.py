@@ -47,7 +47,7 @@ SOURCES = {
     "gt-lambda": "https://docs.aws.amazon.com/sagemaker/latest/dg/sms-custom-templates-step3-lambda-permissions.html",
     "sdk": "sagemaker-train ModelTrainer._resolve_staging_bucket (iam:SimulatePrincipalPolicy) and "
            "sagemaker-core Session.default_bucket (s3 ListBuckets / ListObjectsV2 on the default bucket)",
-    "check": "cloudft's own role check (permissions.check_role): iam:GetRole + iam:SimulatePrincipalPolicy",
+    "check": "cloudft's own role check (rolecheck.check_role): iam:GetRole + iam:SimulatePrincipalPolicy",
 }
 
 BUCKET = "arn:{partition}:s3:::{bucket}"

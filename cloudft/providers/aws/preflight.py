@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from ...errors import CloudftError
 from ...preflight import Finding, rule, run_rules
@@ -24,9 +24,11 @@ SRC_VOLUME_KMS = ("botocore sagemaker service model, ResourceConfig.VolumeKmsKey
                   "VolumeKmsKeyId when using an instance type with local storage\"")
 SRC_SPOT_WAIT = ("botocore sagemaker service model, StoppingCondition.MaxWaitTimeInSeconds: \"It must be equal to or "
                  "greater than MaxRuntimeInSeconds\"")
-SRC_SPOT_CHECKPOINT = ("https://docs.aws.amazon.com/sagemaker/latest/dg/model-managed-spot-training.html: a spot "
-                       "job restarts after an interruption; without CheckpointConfig it restarts from scratch, and "
-                       "jobs that don't checkpoint are capped at MaxWaitTimeInSeconds 3600")
+SRC_SPOT_CHECKPOINT = ("https://docs.aws.amazon.com/sagemaker/latest/dg/model-managed-spot-training.html: \"Unless "
+                       "your training job will complete quickly, we recommend you use checkpointing with managed spot "
+                       "training\" (an interrupted job resumes from CheckpointConfig's S3 copy, else from scratch; "
+                       "the page caps built-in and marketplace algorithms that do not checkpoint at "
+                       "MaxWaitTimeInSeconds 3600)")
 SRC_REGION = ("cloudft/planner/catalog_aws.json (rows priced for its region by the AWS Price List API; "
               "`cloudft catalog refresh --region R` marks types without a price there offered: false)")
 SRC_IMAGE = "sagemaker-core image_uri_config/huggingface.json (training: versions → registries per region)"
@@ -98,22 +100,19 @@ def _planned(view: AwsView) -> Iterator[Mapping[str, Any]]:
 
 # -- plan rules ---------------------------------------------------------------------------------------------------
 
-@rule("aws.volume-kms-local-storage", SRC_VOLUME_KMS)
-def _volume_kms(view: AwsView) -> Iterator[Finding]:
-    for req in _planned(view):
-        yield from volume_kms_findings(req)
+def _on_planned_requests(rule_id: str, source: str, check: Callable[[Mapping[str, Any]], Iterable[Finding]]):
+    """A plan rule that applies one request-level check to each stage's planned request."""
+
+    def apply(view: AwsView) -> Iterator[Finding]:
+        for req in _planned(view):
+            yield from check(req)
+
+    return rule(rule_id, source)(apply)
 
 
-@rule("aws.spot-max-wait", SRC_SPOT_WAIT)
-def _spot_wait(view: AwsView) -> Iterator[Finding]:
-    for req in _planned(view):
-        yield from spot_wait_findings(req)
-
-
-@rule("aws.spot-checkpoint", SRC_SPOT_CHECKPOINT)
-def _spot_checkpoint(view: AwsView) -> Iterator[Finding]:
-    for req in _planned(view):
-        yield from spot_checkpoint_findings(req)
+_volume_kms = _on_planned_requests("aws.volume-kms-local-storage", SRC_VOLUME_KMS, volume_kms_findings)
+_spot_wait = _on_planned_requests("aws.spot-max-wait", SRC_SPOT_WAIT, spot_wait_findings)
+_spot_checkpoint = _on_planned_requests("aws.spot-checkpoint", SRC_SPOT_CHECKPOINT, spot_checkpoint_findings)
 
 
 @rule("aws.instance-in-region", SRC_REGION)

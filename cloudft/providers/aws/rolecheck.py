@@ -48,6 +48,11 @@ class RoleCheck:
                                     "of a `cloudft infra` stack (--stack NAME)")
 
 
+def role_name(role_arn: str) -> str:
+    """`arn:aws:iam::ACCOUNT:role/PATH/NAME` → NAME (what iam:GetRole and the role-policy calls take)."""
+    return role_arn.split(":role/", 1)[1].rsplit("/", 1)[-1]
+
+
 def _client_error_code(exc: Exception) -> Optional[str]:
     response = getattr(exc, "response", None)
     return (response or {}).get("Error", {}).get("Code") if isinstance(response, dict) else None
@@ -73,8 +78,7 @@ def check_role(iam, role_arn: str, actor: str, values: Mapping[str, Any], featur
 
     result = RoleCheck(role_arn, actor)
     try:
-        name = role_arn.split(":role/", 1)[1].rsplit("/", 1)[-1]
-        doc = iam.get_role(RoleName=name)["Role"].get("AssumeRolePolicyDocument")
+        doc = iam.get_role(RoleName=role_name(role_arn))["Role"].get("AssumeRolePolicyDocument")
         if doc:
             result.trusted = trusts_service(doc, SERVICE)
         for (resource, context), actions in _groups(requests(actor, values, features)).items():
@@ -88,10 +92,10 @@ def check_role(iam, role_arn: str, actor: str, values: Mapping[str, Any], featur
                     if ev.get("EvalDecision") != "allowed":
                         result.missing.append((ev["EvalActionName"], ev.get("EvalResourceName") or resource))
     except Exception as exc:  # noqa: BLE001 - only AccessDenied means "cannot tell"
-        if _client_error_code(exc) not in _DENIED_CODES:
+        code = _client_error_code(exc)
+        if code not in _DENIED_CODES:
             raise
-        message = getattr(exc, "response", {}).get("Error", {}).get("Message", "")
-        result.unverified = f"{_client_error_code(exc)}: {message}"
+        result.unverified = f"{code}: {exc.response['Error'].get('Message', '')}"
         log.warning("could not verify role %s (%s); SageMaker will check it when the job starts",
                     role_arn, result.unverified)
     return result

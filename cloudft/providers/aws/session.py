@@ -13,11 +13,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import threading
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
@@ -59,8 +60,10 @@ class _LocalSimulator:
         self.last.params = dict(params)
 
     def policies(self, role_arn: str) -> list[Any]:
+        from .rolecheck import role_name
+
         iam = self.session.client("iam")
-        name = role_arn.split(":role/", 1)[1].rsplit("/", 1)[-1]
+        name = role_name(role_arn)
         docs: list[Any] = [iam.get_role_policy(RoleName=name, PolicyName=p)["PolicyDocument"]
                            for p in iam.list_role_policies(RoleName=name)["PolicyNames"]]
         for att in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
@@ -79,24 +82,19 @@ class _LocalSimulator:
         return AWSResponse(params.get("url", ""), 200, {}, None), result
 
 
-def sdk_role_check_off():
+@contextlib.contextmanager
+def sdk_role_check_off() -> Iterator[None]:
     """Turn off the SageMaker SDK's own role validation while a ModelTrainer is built (its only switch is the
     SAGEMAKER_VALIDATE_ROLE variable, read by sagemaker-core's resolve_and_validate_role); cloudft runs its own."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def scope():
-        before = os.environ.get("SAGEMAKER_VALIDATE_ROLE")
-        os.environ["SAGEMAKER_VALIDATE_ROLE"] = "false"
-        try:
-            yield
-        finally:
-            if before is None:
-                os.environ.pop("SAGEMAKER_VALIDATE_ROLE", None)
-            else:
-                os.environ["SAGEMAKER_VALIDATE_ROLE"] = before
-
-    return scope()
+    before = os.environ.get("SAGEMAKER_VALIDATE_ROLE")
+    os.environ["SAGEMAKER_VALIDATE_ROLE"] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("SAGEMAKER_VALIDATE_ROLE", None)
+        else:
+            os.environ["SAGEMAKER_VALIDATE_ROLE"] = before
 
 
 def boto_session(section: "AwsSection") -> "boto3.Session":

@@ -221,14 +221,15 @@ class Submitter:
 
         from .session import sdk_role_check_off
 
-        s, spec, c = self.section, self.plan.spec, self.compute
+        s, c = self.section, self.compute
         wheels, downloads = self.code_extras()
         code_dir = stage_source_dir(Path(self._tmp.name) / stage.name, stage.run_config, wheels, downloads)
         files, size = tree_size(code_dir)
         log.info("stage %s code channel: %d files, %.2f MiB (wheelhouse: %s; downloaded at start: %s)", stage.name,
                  files, size / 2**20, ", ".join(p.name for p in sorted(wheels.glob("*.whl"))) if wheels else "none",
                  ", ".join(downloads) or "nothing")
-        rc, stop = resource_config(self.plan, s), stopping_condition(self.plan, s)
+        req = planned_request(self.plan, s, stage)  # the parts preflight checked, used as checked
+        rc, stop, cp = req["ResourceConfig"], req["StoppingCondition"], req["CheckpointConfig"]
         networking = None
         if s.subnets or s.security_group_ids or s.network_isolation or s.inter_container_encryption:
             networking = Networking(subnets=s.subnets or None, security_group_ids=s.security_group_ids or None,
@@ -246,10 +247,10 @@ class Submitter:
                                        else None),
                 compute=Compute(instance_type=rc["InstanceType"], instance_count=rc["InstanceCount"],
                                 volume_size_in_gb=rc["VolumeSizeInGB"], volume_kms_key_id=rc.get("VolumeKmsKeyId"),
-                                enable_managed_spot_training=spec.compute.spot),
+                                enable_managed_spot_training=req["EnableManagedSpotTraining"]),
                 stopping_condition=StoppingCondition(max_runtime_in_seconds=stop["MaxRuntimeInSeconds"],
                                                      max_wait_time_in_seconds=stop.get("MaxWaitTimeInSeconds")),
-                checkpoint_config=CheckpointConfig(s3_uri=stage.locations.checkpoint_uri, local_path=CHECKPOINT_DIR),
+                checkpoint_config=CheckpointConfig(s3_uri=cp["S3Uri"], local_path=cp["LocalPath"]),
                 output_data_config=OutputDataConfig(s3_output_path=stage.locations.output_uri,
                                                     kms_key_id=s.kms_key_arn, compression_type="GZIP"),
                 distributed=Torchrun(process_count_per_node=max(c.gpus, 1)) if c.distributed else None,
